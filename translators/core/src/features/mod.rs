@@ -1,0 +1,3 @@
+//! Feature translators of the brick graph. Today: `features/locks`.
+
+pub mod locks;

@@ -1,0 +1,606 @@
+//! The frame format on a brick connection.
+//!
+//! ```text
+//! offset size  field
+//!  0      4    magic "CAIR"
+//!  4      1    protocol version (1)
+//!  5      1    frame kind: 1 request, 2 reply, 3 hello, 4 welcome, 5 refusal, 6 ping, 7 pong
+//!  6      2    opcode (fop table position + 1 for request/reply; 0 otherwise), big-endian
+//!  8      8    request id, big-endian (replies carry the id of their request)
+//! 16      4    control length, big-endian, at most MAX_CONTROL
+//! 20      4    payload length, big-endian, at most MAX_PAYLOAD
+//! 24      ...  control: bincode (standard config) of the frame's message
+//!        ...   payload: the raw bytes of every Payload in the message, in order
+//! ```
+//!
+//! Every length is checked against its limit before a byte of the body is read or any
+//! buffer is allocated, and bincode decodes the control part with the same limit. A frame
+//! that breaks any rule is a protocol error: the connection that sent it is closed.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{PROTOCOL_VERSION, Reply, RequestEnvelope, WireWalk, collect_payloads, fill_payloads};
+use crate::error::{FopError, FopResult};
+
+/// The first four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"CAIR";
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 24;
+/// Largest control part accepted (16 MiB: a readdirplus of many thousand entries fits).
+pub const MAX_CONTROL: u32 = 16 << 20;
+/// Largest payload section accepted (64 MiB: several maximum-size writes in a compound).
+pub const MAX_PAYLOAD: u32 = 64 << 20;
+
+/// What a frame carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// A [`RequestEnvelope`].
+    Request = 1,
+    /// A `Result<Reply, FopError>`.
+    Reply = 2,
+    /// A [`super::Hello`] (client → server, first frame).
+    Hello = 3,
+    /// A [`super::Welcome`] (server → client).
+    Welcome = 4,
+    /// A [`super::Refusal`] (server → client, then close).
+    Refusal = 5,
+    /// Liveness probe (no body).
+    Ping = 6,
+    /// Answer to a ping (no body).
+    Pong = 7,
+}
+
+impl FrameKind {
+    fn from_u8(v: u8) -> Option<FrameKind> {
+        Some(match v {
+            1 => FrameKind::Request,
+            2 => FrameKind::Reply,
+            3 => FrameKind::Hello,
+            4 => FrameKind::Welcome,
+            5 => FrameKind::Refusal,
+            6 => FrameKind::Ping,
+            7 => FrameKind::Pong,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a frame could not be read or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({0})")]
+    Truncated(&'static str),
+    /// Not a Cairn frame.
+    #[error("bad magic {0:02x?}: not a Cairn brick protocol frame")]
+    BadMagic([u8; 4]),
+    /// A protocol version this release does not speak.
+    #[error("protocol version {0} is not supported (this release speaks {PROTOCOL_VERSION})")]
+    Version(u8),
+    /// An unknown frame kind.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// A length over its limit.
+    #[error("{what} length {len} exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Which part.
+        what: &'static str,
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The body does not decode, or does not match the header.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// A frame header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Header {
+    /// What the frame carries.
+    pub kind: FrameKind,
+    /// The fop opcode (request/reply), else 0.
+    pub opcode: u16,
+    /// The request id.
+    pub id: u64,
+    /// Bytes of control part.
+    pub control_len: u32,
+    /// Bytes of payload.
+    pub payload_len: u32,
+}
+
+impl Header {
+    /// The header's 24 bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4] = PROTOCOL_VERSION;
+        b[5] = self.kind as u8;
+        b[6..8].copy_from_slice(&self.opcode.to_be_bytes());
+        b[8..16].copy_from_slice(&self.id.to_be_bytes());
+        b[16..20].copy_from_slice(&self.control_len.to_be_bytes());
+        b[20..24].copy_from_slice(&self.payload_len.to_be_bytes());
+        b
+    }
+
+    /// Parses and checks a header: magic, version, kind and both length limits.
+    pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let magic = [b[0], b[1], b[2], b[3]];
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic(magic));
+        }
+        if b[4] != PROTOCOL_VERSION {
+            return Err(FrameError::Version(b[4]));
+        }
+        let kind = FrameKind::from_u8(b[5]).ok_or(FrameError::Kind(b[5]))?;
+        let opcode = u16::from_be_bytes([b[6], b[7]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&b[8..16]);
+        let control_len = u32::from_be_bytes([b[16], b[17], b[18], b[19]]);
+        let payload_len = u32::from_be_bytes([b[20], b[21], b[22], b[23]]);
+        if control_len > MAX_CONTROL {
+            return Err(FrameError::TooLarge {
+                what: "control",
+                len: control_len.into(),
+                max: MAX_CONTROL.into(),
+            });
+        }
+        if payload_len > MAX_PAYLOAD {
+            return Err(FrameError::TooLarge {
+                what: "payload",
+                len: payload_len.into(),
+                max: MAX_PAYLOAD.into(),
+            });
+        }
+        Ok(Header {
+            kind,
+            opcode,
+            id: u64::from_be_bytes(id),
+            control_len,
+            payload_len,
+        })
+    }
+}
+
+/// A frame read off a connection.
+#[derive(Debug)]
+pub struct Frame {
+    /// The checked header.
+    pub header: Header,
+    /// The control bytes (bincode).
+    pub control: Bytes,
+    /// The payload section.
+    pub payload: Bytes,
+}
+
+/// A frame ready to send: header and control in one buffer, payloads after it.
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    /// Header followed by the control part.
+    pub head: Vec<u8>,
+    /// Payload bytes, in order.
+    pub payloads: Vec<Bytes>,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_CONTROL as usize }>()
+}
+
+/// Encodes a control value.
+pub fn encode_control<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))
+}
+
+/// Decodes a control value; the whole control part must be consumed.
+pub fn decode_control<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes after the control part",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+/// Builds a frame.
+pub fn build_frame(
+    kind: FrameKind,
+    opcode: u16,
+    id: u64,
+    control: &[u8],
+    payloads: Vec<Bytes>,
+) -> Result<OutFrame, FrameError> {
+    let control_len = u32::try_from(control.len())
+        .ok()
+        .filter(|n| *n <= MAX_CONTROL)
+        .ok_or(FrameError::TooLarge {
+            what: "control",
+            len: control.len() as u64,
+            max: MAX_CONTROL.into(),
+        })?;
+    let total: usize = payloads.iter().map(Bytes::len).sum();
+    let payload_len = u32::try_from(total)
+        .ok()
+        .filter(|n| *n <= MAX_PAYLOAD)
+        .ok_or(FrameError::TooLarge {
+            what: "payload",
+            len: total as u64,
+            max: MAX_PAYLOAD.into(),
+        })?;
+    let header = Header {
+        kind,
+        opcode,
+        id,
+        control_len,
+        payload_len,
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN + control.len());
+    head.extend_from_slice(&header.encode());
+    head.extend_from_slice(control);
+    Ok(OutFrame { head, payloads })
+}
+
+/// Builds a frame whose control part is `value`, with the payloads inside it.
+pub fn message_frame<T: Serialize + WireWalk>(
+    kind: FrameKind,
+    opcode: u16,
+    id: u64,
+    value: &T,
+) -> Result<OutFrame, FrameError> {
+    let control = encode_control(value)?;
+    build_frame(kind, opcode, id, &control, collect_payloads(value))
+}
+
+/// Builds a body-less frame (ping, pong).
+pub fn empty_frame(kind: FrameKind, id: u64) -> OutFrame {
+    let header = Header {
+        kind,
+        opcode: 0,
+        id,
+        control_len: 0,
+        payload_len: 0,
+    };
+    OutFrame {
+        head: header.encode().to_vec(),
+        payloads: Vec::new(),
+    }
+}
+
+/// Writes a frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &OutFrame) -> io::Result<()> {
+    w.write_all(&frame.head).await?;
+    for p in &frame.payloads {
+        w.write_all(p).await?;
+    }
+    Ok(())
+}
+
+/// Reads one frame. `Ok(None)` is a clean end of stream at a frame boundary.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    let mut hb = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = r.read(&mut hb[got..]).await?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(FrameError::Truncated("header"));
+        }
+        got += n;
+    }
+    let header = Header::decode(&hb)?;
+    let control = read_exact_bytes(r, header.control_len as usize, "control").await?;
+    let payload = read_exact_bytes(r, header.payload_len as usize, "payload").await?;
+    Ok(Some(Frame {
+        header,
+        control,
+        payload,
+    }))
+}
+
+async fn read_exact_bytes<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    what: &'static str,
+) -> Result<Bytes, FrameError> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let mut buf = BytesMut::zeroed(len);
+    r.read_exact(&mut buf).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated(what)
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    Ok(buf.freeze())
+}
+
+/// Encodes a request frame.
+pub fn request_frame(id: u64, env: &RequestEnvelope) -> Result<OutFrame, FrameError> {
+    message_frame(FrameKind::Request, env.req.kind().opcode(), id, env)
+}
+
+/// Decodes a request frame, checking that the opcode matches the body.
+pub fn decode_request(frame: Frame) -> Result<RequestEnvelope, FrameError> {
+    let mut env: RequestEnvelope = decode_control(&frame.control)?;
+    if env.req.kind().opcode() != frame.header.opcode {
+        return Err(FrameError::Malformed(format!(
+            "header opcode {} does not match the body ({})",
+            frame.header.opcode,
+            env.req.kind()
+        )));
+    }
+    fill_payloads(&mut env, frame.payload).map_err(FrameError::Malformed)?;
+    Ok(env)
+}
+
+/// Encodes a reply frame for request `id`.
+pub fn reply_frame(
+    id: u64,
+    opcode: u16,
+    result: &FopResult<Reply>,
+) -> Result<OutFrame, FrameError> {
+    message_frame(FrameKind::Reply, opcode, id, result)
+}
+
+/// Decodes a reply frame.
+pub fn decode_reply(frame: Frame) -> Result<FopResult<Reply>, FrameError> {
+    let mut result: FopResult<Reply> = decode_control(&frame.control)?;
+    if let Ok(reply) = &result
+        && reply.kind().opcode() != frame.header.opcode
+    {
+        return Err(FrameError::Malformed(format!(
+            "reply opcode {} does not match the body ({})",
+            frame.header.opcode,
+            reply.kind()
+        )));
+    }
+    fill_payloads(&mut result, frame.payload).map_err(FrameError::Malformed)?;
+    Ok(result)
+}
+
+impl WireWalk for RequestEnvelope {
+    fn each_payload(&self, f: &mut dyn FnMut(&crate::types::Payload)) {
+        self.req.each_payload(f)
+    }
+    fn each_payload_mut(&mut self, f: &mut dyn FnMut(&mut crate::types::Payload)) {
+        self.req.each_payload_mut(f)
+    }
+}
+
+impl WireWalk for super::Hello {}
+impl WireWalk for super::Welcome {}
+impl WireWalk for super::Refusal {}
+
+/// Converts a frame problem into the error a fop reports.
+pub fn fop_error(e: &FrameError) -> FopError {
+    FopError::new(libc::EPROTO, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fops::FopKind;
+    use crate::testing::{sample_reply, sample_request};
+    use crate::types::{Cx, Payload};
+    use crate::wire::{Batch, Request};
+    use proptest::prelude::*;
+
+    async fn roundtrip(out: &OutFrame) -> Frame {
+        let mut bytes = out.head.clone();
+        for p in &out.payloads {
+            bytes.extend_from_slice(p);
+        }
+        let mut r = &bytes[..];
+        let f = read_frame(&mut r).await.unwrap().unwrap();
+        assert!(r.is_empty(), "the whole frame is consumed");
+        f
+    }
+
+    #[tokio::test]
+    async fn every_request_and_reply_round_trips() {
+        for &kind in FopKind::ALL {
+            for seed in [0u64, 1, 5] {
+                let env = RequestEnvelope {
+                    cx: Cx {
+                        uid: 1,
+                        gid: 2,
+                        pid: 3,
+                        lk_owner: 4,
+                        client: 5,
+                    },
+                    req: sample_request(kind, seed),
+                };
+                let f = roundtrip(&request_frame(77, &env).unwrap()).await;
+                assert_eq!(f.header.id, 77);
+                assert_eq!(f.header.opcode, kind.opcode());
+                assert_eq!(decode_request(f).unwrap(), env, "{kind}");
+
+                let reply = Ok(sample_reply(kind, seed));
+                let f = roundtrip(&reply_frame(78, kind.opcode(), &reply).unwrap()).await;
+                assert_eq!(decode_reply(f).unwrap(), reply, "{kind}");
+            }
+        }
+        let err: FopResult<Reply> = Err(FopError::new(libc::ENOENT, "gone"));
+        let f = roundtrip(&reply_frame(1, 1, &err).unwrap()).await;
+        assert_eq!(decode_reply(f).unwrap(), err);
+    }
+
+    #[tokio::test]
+    async fn payload_bytes_travel_outside_the_control_part() {
+        let data = vec![0xAB; 100_000];
+        let env = RequestEnvelope {
+            cx: Cx::default(),
+            req: Request::Write {
+                fd: crate::types::Fd::new(crate::types::Gfid::random(), 0),
+                offset: 0,
+                data: Payload::new(data.clone()),
+                xdata: Default::default(),
+            },
+        };
+        let out = request_frame(1, &env).unwrap();
+        assert!(
+            out.head.len() < 200,
+            "control part holds only the length, got {}",
+            out.head.len()
+        );
+        assert_eq!(out.payloads.len(), 1);
+        assert_eq!(out.payloads[0].len(), 100_000);
+        let f = roundtrip(&out).await;
+        let Request::Write { data: got, .. } = decode_request(f).unwrap().req else {
+            panic!("not a write")
+        };
+        assert_eq!(got.bytes().as_ref(), &data[..]);
+    }
+
+    #[test]
+    fn header_limits_are_checked_before_reading_the_body() {
+        let ok = Header {
+            kind: FrameKind::Request,
+            opcode: 1,
+            id: 1,
+            control_len: 10,
+            payload_len: 10,
+        };
+        assert_eq!(Header::decode(&ok.encode()).unwrap(), ok);
+        let mut b = ok.encode();
+        b[16..20].copy_from_slice(&(MAX_CONTROL + 1).to_be_bytes());
+        assert!(matches!(
+            Header::decode(&b),
+            Err(FrameError::TooLarge {
+                what: "control",
+                ..
+            })
+        ));
+        let mut b = ok.encode();
+        b[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            Header::decode(&b),
+            Err(FrameError::TooLarge {
+                what: "payload",
+                ..
+            })
+        ));
+        let mut b = ok.encode();
+        b[0] = b'X';
+        assert!(matches!(Header::decode(&b), Err(FrameError::BadMagic(_))));
+        let mut b = ok.encode();
+        b[4] = 9;
+        assert!(matches!(Header::decode(&b), Err(FrameError::Version(9))));
+        let mut b = ok.encode();
+        b[5] = 42;
+        assert!(matches!(Header::decode(&b), Err(FrameError::Kind(42))));
+    }
+
+    #[tokio::test]
+    async fn truncated_frames_are_errors_not_hangs() {
+        let env = RequestEnvelope {
+            cx: Cx::default(),
+            req: sample_request(FopKind::Write, 3),
+        };
+        let out = request_frame(1, &env).unwrap();
+        let mut bytes = out.head.clone();
+        for p in &out.payloads {
+            bytes.extend_from_slice(p);
+        }
+        for cut in [1, HEADER_LEN - 1, HEADER_LEN + 1, bytes.len() - 1] {
+            let mut r = &bytes[..cut];
+            assert!(
+                matches!(read_frame(&mut r).await, Err(FrameError::Truncated(_))),
+                "cut at {cut}"
+            );
+        }
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty).await.unwrap().is_none(), "clean EOF");
+    }
+
+    #[test]
+    fn nested_compounds_are_refused_by_the_decoder() {
+        let inner = Request::Compound {
+            ops: Batch(vec![sample_request(FopKind::Stat, 1)]),
+        };
+        let outer = RequestEnvelope {
+            cx: Cx::default(),
+            req: Request::Compound {
+                ops: Batch(vec![inner]),
+            },
+        };
+        let control = encode_control(&outer).unwrap();
+        let e = decode_control::<RequestEnvelope>(&control).unwrap_err();
+        assert!(e.to_string().contains("nested"), "{e}");
+        // A single level still decodes.
+        let flat = RequestEnvelope {
+            cx: Cx::default(),
+            req: sample_request(FopKind::Compound, 1),
+        };
+        let control = encode_control(&flat).unwrap();
+        let mut decoded = decode_control::<RequestEnvelope>(&control).unwrap();
+        let payload: Vec<u8> = collect_payloads(&flat)
+            .iter()
+            .flat_map(|b| b.to_vec())
+            .collect();
+        fill_payloads(&mut decoded, Bytes::from(payload)).unwrap();
+        assert_eq!(decoded, flat);
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_control_part_are_refused() {
+        let env = RequestEnvelope {
+            cx: Cx::default(),
+            req: sample_request(FopKind::Stat, 1),
+        };
+        let mut control = encode_control(&env).unwrap();
+        control.push(0);
+        assert!(decode_control::<RequestEnvelope>(&control).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the decoder and never make it allocate more than the
+        /// frame holds.
+        #[test]
+        fn decoding_arbitrary_control_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_control::<RequestEnvelope>(&bytes);
+            let _ = decode_control::<FopResult<Reply>>(&bytes);
+            let _ = decode_control::<crate::wire::Hello>(&bytes);
+        }
+
+        /// Flipping any byte of a valid frame gives an error or a valid frame, never a panic.
+        #[test]
+        fn corrupted_frames_never_panic(kind_idx in 0..FopKind::ALL.len(), seed in 0u64..8, pos in any::<prop::sample::Index>(), val in any::<u8>()) {
+            let kind = FopKind::ALL[kind_idx];
+            let env = RequestEnvelope { cx: Cx::default(), req: sample_request(kind, seed) };
+            let out = request_frame(1, &env).unwrap();
+            let mut bytes = out.head.clone();
+            for p in &out.payloads {
+                bytes.extend_from_slice(p);
+            }
+            let i = pos.index(bytes.len());
+            bytes[i] = val;
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut r = &bytes[..];
+                if let Ok(Some(f)) = read_frame(&mut r).await {
+                    let _ = decode_request(f);
+                }
+            });
+        }
+    }
+}
