@@ -49,6 +49,9 @@ pub enum OptionKind {
     /// A network address `host:port` or `[ipv6]:port`, port `1..=65535`; stored as
     /// [`OptionValue::Str`].
     Addr,
+    /// An address to listen on: like [`OptionKind::Addr`], but port 0 ("any free port") is
+    /// allowed; stored as [`OptionValue::Str`].
+    ListenAddr,
     /// An absolute path; stored as [`OptionValue::Str`].
     Path,
 }
@@ -219,8 +222,9 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// Checks `host:port` / `[v6]:port`; returns a description of the problem.
-fn check_addr(text: &str) -> Result<(), &'static str> {
+/// Checks `host:port` / `[v6]:port`; returns a description of the problem. Port 0 passes
+/// only when `allow_zero`.
+fn check_addr(text: &str, allow_zero: bool) -> Result<(), &'static str> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (inner, port) = rest
             .split_once("]:")
@@ -243,7 +247,8 @@ fn check_addr(text: &str) -> Result<(), &'static str> {
         return Err("the host contains whitespace");
     }
     match port.parse::<u16>() {
-        Ok(p) if p >= 1 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        Ok(p) if (p >= 1 || allow_zero) && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ if allow_zero => Err("the port must be a number from 0 to 65535"),
         _ => Err("the port must be a number from 1 to 65535"),
     }
 }
@@ -357,13 +362,15 @@ impl OptionKind {
                 }
                 Ok(OptionValue::List(items))
             }
-            OptionKind::Addr => match check_addr(trimmed) {
-                Ok(()) => Ok(OptionValue::Str(trimmed.to_string())),
-                Err(why) => Err(format!(
-                    "expected an address 'host:port' or '[ipv6]:port' like 'node1:24007', \
-                     got '{text}' ({why})"
-                )),
-            },
+            OptionKind::Addr | OptionKind::ListenAddr => {
+                match check_addr(trimmed, *self == OptionKind::ListenAddr) {
+                    Ok(()) => Ok(OptionValue::Str(trimmed.to_string())),
+                    Err(why) => Err(format!(
+                        "expected an address 'host:port' or '[ipv6]:port' like 'node1:24007', \
+                         got '{text}' ({why})"
+                    )),
+                }
+            }
             OptionKind::Path => {
                 if trimmed.starts_with('/') && !trimmed.contains('\0') {
                     Ok(OptionValue::Str(trimmed.to_string()))
@@ -407,6 +414,9 @@ impl OptionKind {
             OptionKind::List([]) => "comma-separated list".to_string(),
             OptionKind::List(names) => format!("comma-separated list of: {}", names.join(", ")),
             OptionKind::Addr => "address (host:port)".to_string(),
+            OptionKind::ListenAddr => {
+                "listen address (host:port, port 0 = any free port)".to_string()
+            }
             OptionKind::Path => "absolute path".to_string(),
         }
     }
@@ -800,6 +810,16 @@ mod tests {
         assert_eq!(ok(free, "a,b , c"), list(&["a", "b", "c"]));
         assert_eq!(free.describe(), "comma-separated list");
         assert_eq!(k.describe(), "comma-separated list of: read, write, lookup");
+    }
+
+    #[test]
+    fn listen_addr_allows_port_zero_and_nothing_else_more() {
+        let k = OptionKind::ListenAddr;
+        assert_eq!(ok(k, "127.0.0.1:0"), OptionValue::Str("127.0.0.1:0".into()));
+        assert_eq!(ok(k, "[::]:24007"), OptionValue::Str("[::]:24007".into()));
+        assert!(bad(k, "node1").contains("port is missing"));
+        assert!(bad(k, "node1:65536").contains("from 0 to 65535"));
+        assert!(bad(OptionKind::Addr, "node1:0").contains("from 1 to 65535"));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::xlator::{Translator, XlatorBase, XlatorRef};
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "listen",
-        kind: OptionKind::Addr,
+        kind: OptionKind::ListenAddr,
         default: None,
         doc: "Address and port to accept client connections on (port 0 picks a free one).",
     },

@@ -1,0 +1,145 @@
+//! Data operations on open files: open, read, write, fsync, fallocate, lseek.
+//!
+//! An open file lives in the fd's context under [`CTX`]; release drops it (and closes it).
+//! Reads and writes are `pread`/`pwrite` — never mmap, since another process may truncate.
+//! `fsync` of a file this fd created also syncs the new name and its handle, so a file
+//! whose fsync returned survives a crash with its name.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use cairn_translators::{Fd, FopError, FopResult, Iatt, Loc, Payload, Whence};
+use rustix::fs::{Mode, OFlags};
+
+use super::store::{Store, iatt, io_error, sys_error};
+
+/// Key of posix's context on an fd.
+pub const CTX: &str = "storage/posix";
+
+/// A file open on the brick.
+pub struct OpenFile {
+    /// The open file.
+    pub file: File,
+    /// Where it was opened (for messages).
+    pub path: PathBuf,
+    /// Directories to fsync at the first fsync (the new name and its handle).
+    dirs_to_sync: Mutex<Vec<PathBuf>>,
+}
+
+impl OpenFile {
+    /// Wraps an open file.
+    pub fn new(file: File, path: PathBuf, dirs_to_sync: Vec<PathBuf>) -> OpenFile {
+        OpenFile {
+            file,
+            path,
+            dirs_to_sync: Mutex::new(dirs_to_sync),
+        }
+    }
+}
+
+/// The open flags posix passes to `open(2)`: the application's, minus what would make a
+/// brick misbehave (O_DIRECT needs aligned buffers; creation is create's job), plus
+/// O_NOFOLLOW and O_CLOEXEC.
+pub fn open_flags(flags: i32) -> OFlags {
+    let keep = flags
+        & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT | libc::O_DIRECTORY);
+    OFlags::from_bits_retain(keep as u32) | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// The open file of an fd, or `EBADF`.
+pub fn open_file(fd: &Fd) -> FopResult<Arc<OpenFile>> {
+    fd.ctx::<OpenFile>(CTX)
+        .ok_or_else(|| FopError::new(libc::EBADF, format!("{fd:?} is not open on this brick")))
+}
+
+fn fstat(of: &OpenFile, gfid: cairn_translators::Gfid) -> FopResult<Iatt> {
+    let meta = of
+        .file
+        .metadata()
+        .map_err(|e| io_error(&e, "stat", &of.path))?;
+    Ok(iatt(&meta, gfid))
+}
+
+impl Store {
+    pub(crate) fn open(&self, loc: &Loc, flags: i32) -> FopResult<OpenFile> {
+        let path = self.loc_path(loc)?;
+        let fd = rustix::fs::open(&path, open_flags(flags), Mode::empty()).map_err(|e| {
+            if e == rustix::io::Errno::LOOP {
+                FopError::new(libc::ELOOP, format!("{} is a symlink", path.display()))
+            } else {
+                sys_error(e, "open", &path)
+            }
+        })?;
+        Ok(OpenFile::new(File::from(fd), path, Vec::new()))
+    }
+
+    pub(crate) fn read(&self, fd: &Fd, offset: u64, size: u32) -> FopResult<Payload> {
+        let of = open_file(fd)?;
+        let mut buf = BytesMut::zeroed(size as usize);
+        let mut got = 0usize;
+        while got < buf.len() {
+            match of.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(&e, "read", &of.path)),
+            }
+        }
+        buf.truncate(got);
+        Ok(Payload::new(buf.freeze()))
+    }
+
+    pub(crate) fn write(&self, fd: &Fd, offset: u64, data: &Payload) -> FopResult<Iatt> {
+        let of = open_file(fd)?;
+        of.file
+            .write_all_at(data.bytes(), offset)
+            .map_err(|e| io_error(&e, "write", &of.path))?;
+        fstat(&of, fd.gfid())
+    }
+
+    pub(crate) fn fsync(&self, fd: &Fd, datasync: bool) -> FopResult<()> {
+        let of = open_file(fd)?;
+        if datasync {
+            of.file.sync_data()
+        } else {
+            of.file.sync_all()
+        }
+        .map_err(|e| io_error(&e, "fsync", &of.path))?;
+        let dirs: Vec<PathBuf> = of
+            .dirs_to_sync
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fallocate(&self, fd: &Fd, mode: i32, offset: u64, len: u64) -> FopResult<()> {
+        let of = open_file(fd)?;
+        let flags = rustix::fs::FallocateFlags::from_bits(mode as u32)
+            .ok_or_else(|| FopError::new(libc::EOPNOTSUPP, format!("fallocate mode {mode:#x}")))?;
+        rustix::fs::fallocate(&of.file, flags, offset, len)
+            .map_err(|e| sys_error(e, "fallocate", &of.path))
+    }
+
+    pub(crate) fn lseek(&self, fd: &Fd, offset: u64, whence: Whence) -> FopResult<u64> {
+        let of = open_file(fd)?;
+        let pos = match whence {
+            Whence::Data => rustix::fs::SeekFrom::Data(offset),
+            Whence::Hole => rustix::fs::SeekFrom::Hole(offset),
+        };
+        rustix::fs::seek(&of.file, pos).map_err(|e| sys_error(e, "lseek", &of.path))
+    }
+}
+
+/// `fsync` of a directory.
+pub fn sync_dir(dir: &Path) -> FopResult<()> {
+    let f = File::open(dir).map_err(|e| io_error(&e, "open directory", dir))?;
+    f.sync_all()
+        .map_err(|e| io_error(&e, "fsync directory", dir))
+}

@@ -1,0 +1,320 @@
+//! Entry operations: lookup and everything that creates, removes or renames a name.
+//!
+//! A new object is created at its path, then given its gfid (chosen by the client, so every
+//! replica agrees), its owner, and its handle. If any step after the first fails, the
+//! object is removed again: a brick never keeps a half-made entry that clients can see.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use cairn_translators::{Cx, Entry, FileKind, FopError, FopResult, Gfid, Loc, Xdata};
+use rustix::fs::{Mode, OFlags};
+
+use super::data::OpenFile;
+use super::store::{
+    Store, chown_new, iatt, io_error, lstat, new_owner, read_gfid, read_gfid_fd, sys_error,
+};
+use crate::layout::XATTR_GFID;
+
+/// The parent, name and gfid of a location that names a new object.
+fn new_entry(loc: &Loc) -> FopResult<(Gfid, &str, Gfid)> {
+    let (parent, name) = loc.parent_and_name()?;
+    let gfid = loc.gfid.unwrap_or_else(Gfid::random);
+    if gfid.is_null() || gfid.is_root() {
+        return Err(FopError::invalid(format!(
+            "{gfid} cannot be given to a new object"
+        )));
+    }
+    Ok((parent, name, gfid))
+}
+
+impl Store {
+    pub(crate) fn lookup(&self, loc: &Loc) -> FopResult<Entry> {
+        let (_, iatt) = self.stat_loc(loc).map_err(|e| {
+            // `.cairn` at the root does not exist as far as clients know.
+            if e.errno == libc::EPERM {
+                FopError::new(libc::ENOENT, e.msg)
+            } else {
+                e
+            }
+        })?;
+        Ok(Entry {
+            iatt,
+            xdata: Xdata::new(),
+        })
+    }
+
+    /// Gives a freshly created object its gfid, owner and handle; removes it on failure.
+    fn finish_new(
+        &self,
+        cx: &Cx,
+        path: &Path,
+        parent: Gfid,
+        name: &str,
+        gfid: Gfid,
+        mode: u32,
+        is_dir: bool,
+    ) -> FopResult<Entry> {
+        let result = (|| {
+            let pmeta = self.parent_meta(parent)?;
+            self.set_gfid(path, gfid)?;
+            if cx.uid != 0 || cx.gid != 0 || pmeta.mode() & libc::S_ISGID != 0 {
+                chown_new(path, new_owner(&pmeta, cx.uid, cx.gid), mode)?;
+            }
+            self.make_handle(path, gfid, is_dir, parent, name)?;
+            lstat(path)
+        })();
+        match result {
+            Ok(meta) => Ok(Entry {
+                iatt: iatt(&meta, gfid),
+                xdata: Xdata::new(),
+            }),
+            Err(e) => {
+                let _ = if is_dir {
+                    fs::remove_dir(path)
+                } else {
+                    fs::remove_file(path)
+                };
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn mkdir(&self, cx: &Cx, loc: &Loc, mode: u32, umask: u32) -> FopResult<Entry> {
+        let (parent, name, gfid) = new_entry(loc)?;
+        let path = self.entry_path(parent, name)?;
+        let mode = mode & !umask & 0o7777;
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(&path)
+            .map_err(|e| io_error(&e, "mkdir", &path))?;
+        self.finish_new(cx, &path, parent, name, gfid, mode, true)
+    }
+
+    pub(crate) fn mknod(
+        &self,
+        cx: &Cx,
+        loc: &Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+    ) -> FopResult<Entry> {
+        let (parent, name, gfid) = new_entry(loc)?;
+        let path = self.entry_path(parent, name)?;
+        let kind = FileKind::from_mode(mode).unwrap_or(FileKind::File);
+        if kind == FileKind::Dir || kind == FileKind::Symlink {
+            return Err(FopError::invalid(
+                "mknod cannot make directories or symlinks",
+            ));
+        }
+        let perm = mode & !umask & 0o7777;
+        let file_type = rustix::fs::FileType::from_raw_mode(kind.mode_bits());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            file_type,
+            Mode::from_raw_mode(perm),
+            rdev,
+        )
+        .map_err(|e| sys_error(e, "mknod", &path))?;
+        self.finish_new(cx, &path, parent, name, gfid, perm, false)
+    }
+
+    pub(crate) fn symlink(&self, cx: &Cx, target: &str, loc: &Loc) -> FopResult<Entry> {
+        let (parent, name, gfid) = new_entry(loc)?;
+        let path = self.entry_path(parent, name)?;
+        if target.is_empty() || target.contains('\0') {
+            return Err(FopError::invalid("invalid symlink target"));
+        }
+        std::os::unix::fs::symlink(target, &path).map_err(|e| io_error(&e, "symlink", &path))?;
+        self.finish_new(cx, &path, parent, name, gfid, 0o777, false)
+    }
+
+    /// Creates and opens a regular file. Without `O_EXCL` an existing file is opened.
+    pub(crate) fn create(
+        &self,
+        cx: &Cx,
+        loc: &Loc,
+        flags: i32,
+        mode: u32,
+        umask: u32,
+    ) -> FopResult<(Entry, OpenFile)> {
+        let (parent, name, gfid) = new_entry(loc)?;
+        let path = self.entry_path(parent, name)?;
+        let perm = mode & !umask & 0o7777;
+        let exclusive = flags & libc::O_EXCL != 0;
+        let oflags = super::data::open_flags(flags)
+            | OFlags::CREATE
+            | if exclusive {
+                OFlags::EXCL
+            } else {
+                OFlags::empty()
+            };
+        let fd = rustix::fs::open(&path, oflags, Mode::from_raw_mode(perm))
+            .map_err(|e| sys_error(e, "create", &path))?;
+        let file = fs::File::from(fd);
+        // Without O_EXCL the file may have existed: keep its identity. XATTR_CREATE makes
+        // two racing creators agree on one gfid.
+        let existing = read_gfid_fd(&file, &path)?;
+        let (entry, created) = match existing {
+            Some(g) => {
+                let meta = file.metadata().map_err(|e| io_error(&e, "stat", &path))?;
+                (
+                    Entry {
+                        iatt: iatt(&meta, g),
+                        xdata: Xdata::new(),
+                    },
+                    false,
+                )
+            }
+            None => match rustix::fs::fsetxattr(
+                &file,
+                XATTR_GFID,
+                &gfid.0,
+                rustix::fs::XattrFlags::CREATE,
+            ) {
+                Ok(()) => {
+                    let result = (|| {
+                        let pmeta = self.parent_meta(parent)?;
+                        if cx.uid != 0 || cx.gid != 0 || pmeta.mode() & libc::S_ISGID != 0 {
+                            chown_new(&path, new_owner(&pmeta, cx.uid, cx.gid), perm)?;
+                        }
+                        self.make_handle(&path, gfid, false, parent, name)?;
+                        file.metadata().map_err(|e| io_error(&e, "stat", &path))
+                    })();
+                    match result {
+                        Ok(meta) => (
+                            Entry {
+                                iatt: iatt(&meta, gfid),
+                                xdata: Xdata::new(),
+                            },
+                            true,
+                        ),
+                        Err(e) => {
+                            let _ = fs::remove_file(&path);
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(rustix::io::Errno::EXIST) => {
+                    let g = read_gfid(&path)?
+                        .ok_or_else(|| FopError::eio("gfid vanished during create"))?;
+                    let meta = file.metadata().map_err(|e| io_error(&e, "stat", &path))?;
+                    (
+                        Entry {
+                            iatt: iatt(&meta, g),
+                            xdata: Xdata::new(),
+                        },
+                        false,
+                    )
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    return Err(sys_error(e, "set gfid of", &path));
+                }
+            },
+        };
+        let dirs_to_sync = if created {
+            let handle = crate::layout::file_handle(&self.root, entry.iatt.gfid);
+            path.parent()
+                .map(Path::to_path_buf)
+                .into_iter()
+                .chain(handle.parent().map(Path::to_path_buf))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((entry, OpenFile::new(file, path, dirs_to_sync)))
+    }
+
+    pub(crate) fn unlink(&self, loc: &Loc) -> FopResult<()> {
+        let (parent, name) = loc.parent_and_name()?;
+        let path = self.entry_path(parent, name)?;
+        let meta = lstat(&path)?;
+        if meta.is_dir() {
+            return Err(FopError::new(
+                libc::EISDIR,
+                format!("{} is a directory", path.display()),
+            ));
+        }
+        let gfid = read_gfid(&path)?;
+        fs::remove_file(&path).map_err(|e| io_error(&e, "unlink", &path))?;
+        if let Some(g) = gfid {
+            self.drop_handle_if_last(g);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rmdir(&self, loc: &Loc) -> FopResult<()> {
+        let (parent, name) = loc.parent_and_name()?;
+        let path = self.entry_path(parent, name)?;
+        let meta = lstat(&path)?;
+        if !meta.is_dir() {
+            return Err(FopError::new(
+                libc::ENOTDIR,
+                format!("{} is not a directory", path.display()),
+            ));
+        }
+        let gfid = read_gfid(&path)?;
+        fs::remove_dir(&path).map_err(|e| io_error(&e, "rmdir", &path))?;
+        if let Some(g) = gfid {
+            self.drop_handle(g, true);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rename(&self, old: &Loc, new: &Loc, flags: u32) -> FopResult<()> {
+        let (op, on) = old.parent_and_name()?;
+        let (np, nn) = new.parent_and_name()?;
+        let from = self.entry_path(op, on)?;
+        let to = self.entry_path(np, nn)?;
+        let from_meta = lstat(&from)?;
+        let from_gfid = read_gfid(&from)?;
+        // What the destination held, for handle upkeep afterwards.
+        let replaced = match fs::symlink_metadata(&to) {
+            Ok(m) => Some((read_gfid(&to)?, m.is_dir())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(&e, "stat", &to)),
+        };
+        let rflags = rustix::fs::RenameFlags::from_bits(flags)
+            .ok_or_else(|| FopError::invalid(format!("unknown rename flags {flags:#x}")))?;
+        rustix::fs::renameat_with(rustix::fs::CWD, &from, rustix::fs::CWD, &to, rflags)
+            .map_err(|e| sys_error(e, "rename", &from))?;
+        let exchanged = rflags.contains(rustix::fs::RenameFlags::EXCHANGE);
+        if from_meta.is_dir()
+            && let Some(g) = from_gfid
+        {
+            self.move_dir_handle(g, np, nn)?;
+        }
+        match replaced {
+            Some((Some(g), true)) if exchanged => self.move_dir_handle(g, op, on)?,
+            Some(_) if exchanged => {}
+            Some((Some(g), true)) if Some(g) != from_gfid => self.drop_handle(g, true),
+            Some((Some(g), false)) if Some(g) != from_gfid => self.drop_handle_if_last(g),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn link(&self, old: &Loc, new: &Loc) -> FopResult<Entry> {
+        let gfid = old.require_gfid()?;
+        let (np, nn) = new.parent_and_name()?;
+        let src = self.inode_path(gfid)?;
+        let meta = lstat(&src)?;
+        if meta.is_dir() {
+            return Err(FopError::new(
+                libc::EPERM,
+                "hard links to directories are not allowed",
+            ));
+        }
+        let dst: PathBuf = self.entry_path(np, nn)?;
+        fs::hard_link(&src, &dst).map_err(|e| io_error(&e, "link", &dst))?;
+        let meta = lstat(&dst)?;
+        Ok(Entry {
+            iatt: iatt(&meta, gfid),
+            xdata: Xdata::new(),
+        })
+    }
+}

@@ -1,0 +1,384 @@
+//! The synchronous side of `storage/posix`: resolving gfids and names to paths on the brick,
+//! gfid xattrs and handles, attribute conversion, error mapping.
+//!
+//! Every operation runs on a blocking thread (see `super::run`). Paths never follow
+//! symlinks: stat is `lstat`, xattrs are `l*xattr`, opens carry `O_NOFOLLOW`, and names are
+//! single checked components, so no client can make the brick touch a file outside it.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_translators::types::check_name;
+use cairn_translators::{FileKind, FopError, FopResult, Gfid, Iatt, Loc, Timespec};
+
+use crate::layout::{
+    self, META_DIR, XATTR_GFID, dir_handle, dir_handle_target, file_handle, parse_dir_handle_target,
+};
+
+/// Directory links kept in memory before the cache is emptied and refilled from handles.
+const DIR_CACHE_MAX: usize = 200_000;
+
+/// The brick directory and what posix remembers about it.
+pub struct Store {
+    /// The brick root.
+    pub root: PathBuf,
+    /// Directory gfid → (parent gfid, name), mirroring the `.cairn/dirs` symlinks.
+    dirs: Mutex<HashMap<Gfid, (Gfid, String)>>,
+    /// Serialises read-modify-write of counters (xattrop).
+    pub xattrop_lock: Mutex<()>,
+}
+
+/// An `io::Error` as a fop error, with the path (relative to the brick) for context.
+pub fn io_error(e: &io::Error, what: &str, path: &Path) -> FopError {
+    FopError::io(e, format!("{what} {}", path.display()))
+}
+
+/// A rustix errno as a fop error, with context.
+pub fn sys_error(e: rustix::io::Errno, what: &str, path: &Path) -> FopError {
+    FopError::errno(e.raw_os_error(), format!("{what} {}", path.display()))
+}
+
+fn ts(sec: i64, nsec: i64) -> Timespec {
+    Timespec {
+        sec,
+        nsec: u32::try_from(nsec).unwrap_or(0),
+    }
+}
+
+/// Attributes of an object from its `lstat` and gfid.
+pub fn iatt(meta: &Metadata, gfid: Gfid) -> Iatt {
+    let kind = FileKind::from_mode(meta.mode()).unwrap_or(FileKind::File);
+    let mut nlink = u32::try_from(meta.nlink()).unwrap_or(u32::MAX);
+    // Non-directories carry one extra link: their handle.
+    if kind != FileKind::Dir && nlink > 1 {
+        nlink -= 1;
+    }
+    Iatt {
+        gfid,
+        kind,
+        perm: meta.mode() & 0o7777,
+        nlink,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        rdev: meta.rdev(),
+        size: meta.size(),
+        blocks: meta.blocks(),
+        blksize: u32::try_from(meta.blksize()).unwrap_or(4096),
+        atime: ts(meta.atime(), meta.atime_nsec()),
+        mtime: ts(meta.mtime(), meta.mtime_nsec()),
+        ctime: ts(meta.ctime(), meta.ctime_nsec()),
+    }
+}
+
+/// `lstat`, mapping errors.
+pub fn lstat(path: &Path) -> FopResult<Metadata> {
+    fs::symlink_metadata(path).map_err(|e| io_error(&e, "stat", path))
+}
+
+/// Reads an object's gfid xattr.
+pub fn read_gfid(path: &Path) -> FopResult<Option<Gfid>> {
+    let mut buf = [0u8; 16];
+    match rustix::fs::lgetxattr(path, XATTR_GFID, &mut buf) {
+        Ok(16) => Ok(Some(Gfid(buf))),
+        Ok(_) | Err(rustix::io::Errno::RANGE) => Err(FopError::eio(format!(
+            "{}: malformed gfid xattr",
+            path.display()
+        ))),
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(sys_error(e, "read gfid of", path)),
+    }
+}
+
+/// Reads a gfid from an open file.
+pub fn read_gfid_fd(file: &fs::File, path_for_errors: &Path) -> FopResult<Option<Gfid>> {
+    let mut buf = [0u8; 16];
+    match rustix::fs::fgetxattr(file, XATTR_GFID, &mut buf) {
+        Ok(16) => Ok(Some(Gfid(buf))),
+        Ok(_) | Err(rustix::io::Errno::RANGE) => Err(FopError::eio(format!(
+            "{}: malformed gfid xattr",
+            path_for_errors.display()
+        ))),
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(sys_error(e, "read gfid of", path_for_errors)),
+    }
+}
+
+impl Store {
+    /// A store over an already prepared brick directory.
+    pub fn new(root: PathBuf) -> Store {
+        Store {
+            root,
+            dirs: Mutex::new(HashMap::new()),
+            xattrop_lock: Mutex::new(()),
+        }
+    }
+
+    /// Remembers where a directory is.
+    pub fn remember_dir(&self, gfid: Gfid, parent: Gfid, name: &str) {
+        if let Ok(mut d) = self.dirs.lock() {
+            if d.len() >= DIR_CACHE_MAX {
+                d.clear();
+            }
+            d.insert(gfid, (parent, name.to_string()));
+        }
+    }
+
+    /// Forgets a directory.
+    pub fn forget_dir(&self, gfid: Gfid) {
+        if let Ok(mut d) = self.dirs.lock() {
+            d.remove(&gfid);
+        }
+    }
+
+    /// Parent and name of a directory, from the cache or its handle.
+    fn dir_link(&self, gfid: Gfid) -> FopResult<(Gfid, String)> {
+        if let Some(link) = self.dirs.lock().ok().and_then(|d| d.get(&gfid).cloned()) {
+            return Ok(link);
+        }
+        let handle = dir_handle(&self.root, gfid);
+        let target = fs::read_link(&handle).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                FopError::new(
+                    libc::ESTALE,
+                    format!("no directory with gfid {gfid} on this brick"),
+                )
+            } else {
+                io_error(&e, "read handle", &handle)
+            }
+        })?;
+        let (parent, name) = parse_dir_handle_target(target.as_os_str()).ok_or_else(|| {
+            FopError::eio(format!("{}: malformed directory handle", handle.display()))
+        })?;
+        self.remember_dir(gfid, parent, &name);
+        Ok((parent, name))
+    }
+
+    /// Path of a directory by gfid, walking parent links up to the root.
+    pub fn dir_path(&self, gfid: Gfid) -> FopResult<PathBuf> {
+        let mut names = Vec::new();
+        let mut cur = gfid;
+        while !cur.is_root() {
+            let (parent, name) = self.dir_link(cur)?;
+            names.push(name);
+            cur = parent;
+            if names.len() > 4096 {
+                return Err(FopError::new(
+                    libc::ELOOP,
+                    format!("directory handle chain of {gfid} does not reach the root"),
+                ));
+            }
+        }
+        let mut path = self.root.clone();
+        for name in names.iter().rev() {
+            path.push(name);
+        }
+        Ok(path)
+    }
+
+    /// Path of `name` in directory `parent`. `.cairn` at the root is reserved.
+    pub fn entry_path(&self, parent: Gfid, name: &str) -> FopResult<PathBuf> {
+        check_name(name)?;
+        if parent.is_root() && name == META_DIR {
+            return Err(FopError::new(
+                libc::EPERM,
+                format!("'{META_DIR}' is reserved for Cairn's metadata"),
+            ));
+        }
+        Ok(self.dir_path(parent)?.join(name))
+    }
+
+    /// Path of any object by gfid: the handle of a non-directory, the real path of a
+    /// directory.
+    pub fn inode_path(&self, gfid: Gfid) -> FopResult<PathBuf> {
+        if gfid.is_root() {
+            return Ok(self.root.clone());
+        }
+        if gfid.is_null() {
+            return Err(FopError::invalid("operation on the null gfid"));
+        }
+        let handle = file_handle(&self.root, gfid);
+        match fs::symlink_metadata(&handle) {
+            Ok(_) => Ok(handle),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.dir_path(gfid),
+            Err(e) => Err(io_error(&e, "stat handle", &handle)),
+        }
+    }
+
+    /// Path of a location: by parent and name when given, else by gfid.
+    pub fn loc_path(&self, loc: &Loc) -> FopResult<PathBuf> {
+        match (loc.parent, loc.name.as_deref(), loc.gfid) {
+            (Some(p), Some(n), _) => self.entry_path(p, n),
+            (_, _, Some(g)) => self.inode_path(g),
+            _ => Err(FopError::invalid(format!("incomplete location {loc}"))),
+        }
+    }
+
+    /// Creates the handle of a new object. `parent`/`name` are used for directories.
+    pub fn make_handle(
+        &self,
+        path: &Path,
+        gfid: Gfid,
+        is_dir: bool,
+        parent: Gfid,
+        name: &str,
+    ) -> FopResult<()> {
+        let handle = if is_dir {
+            dir_handle(&self.root, gfid)
+        } else {
+            file_handle(&self.root, gfid)
+        };
+        if let Some(fan) = handle.parent() {
+            fs::create_dir_all(fan).map_err(|e| io_error(&e, "create handle directory", fan))?;
+        }
+        let result = if is_dir {
+            std::os::unix::fs::symlink(dir_handle_target(parent, name), &handle)
+        } else {
+            fs::hard_link(path, &handle)
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A leftover from a crash between creating an object and its handle, or a
+                // re-created directory: replace it.
+                fs::remove_file(&handle).map_err(|e| io_error(&e, "replace handle", &handle))?;
+                if is_dir {
+                    std::os::unix::fs::symlink(dir_handle_target(parent, name), &handle)
+                } else {
+                    fs::hard_link(path, &handle)
+                }
+                .map_err(|e| io_error(&e, "create handle", &handle))?;
+            }
+            Err(e) => return Err(io_error(&e, "create handle", &handle)),
+        }
+        if is_dir {
+            self.remember_dir(gfid, parent, name);
+        }
+        Ok(())
+    }
+
+    /// Points a directory's handle at its new parent and name (after a rename).
+    pub fn move_dir_handle(&self, gfid: Gfid, parent: Gfid, name: &str) -> FopResult<()> {
+        let handle = dir_handle(&self.root, gfid);
+        let tmp = handle.with_extension("tmp");
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(dir_handle_target(parent, name), &tmp)
+            .map_err(|e| io_error(&e, "create handle", &tmp))?;
+        fs::rename(&tmp, &handle).map_err(|e| io_error(&e, "replace handle", &handle))?;
+        self.remember_dir(gfid, parent, name);
+        Ok(())
+    }
+
+    /// Removes the handle of an object whose last name is gone.
+    pub fn drop_handle(&self, gfid: Gfid, is_dir: bool) {
+        let handle = if is_dir {
+            self.forget_dir(gfid);
+            dir_handle(&self.root, gfid)
+        } else {
+            file_handle(&self.root, gfid)
+        };
+        if let Err(e) = fs::remove_file(&handle)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(handle = %handle.display(), error = %e, "could not remove handle");
+        }
+    }
+
+    /// After a name of a non-directory went away: drops the handle when it is the only link
+    /// left.
+    pub fn drop_handle_if_last(&self, gfid: Gfid) {
+        let handle = file_handle(&self.root, gfid);
+        if let Ok(meta) = fs::symlink_metadata(&handle)
+            && meta.nlink() <= 1
+        {
+            self.drop_handle(gfid, false);
+        }
+    }
+
+    /// Sets a new object's gfid xattr.
+    pub fn set_gfid(&self, path: &Path, gfid: Gfid) -> FopResult<()> {
+        rustix::fs::lsetxattr(path, XATTR_GFID, &gfid.0, rustix::fs::XattrFlags::empty())
+            .map_err(|e| sys_error(e, "set gfid of", path))
+    }
+
+    /// The gfid of the object at `path`, giving it one (and a handle) when it has none: files
+    /// placed on the brick by hand, or left half-created by a crash, become usable.
+    pub fn ensure_gfid(
+        &self,
+        path: &Path,
+        is_dir: bool,
+        parent: Gfid,
+        name: &str,
+        want: Option<Gfid>,
+    ) -> FopResult<Gfid> {
+        if let Some(g) = read_gfid(path)? {
+            if is_dir {
+                self.remember_dir(g, parent, name);
+            }
+            return Ok(g);
+        }
+        let gfid = want.unwrap_or_else(Gfid::random);
+        self.set_gfid(path, gfid)?;
+        self.make_handle(path, gfid, is_dir, parent, name)?;
+        tracing::info!(path = %path.display(), %gfid, "assigned a gfid to an object without one");
+        Ok(gfid)
+    }
+
+    /// `lstat` + gfid of a path known by gfid.
+    pub fn stat_gfid(&self, gfid: Gfid) -> FopResult<(PathBuf, Iatt)> {
+        let path = self.inode_path(gfid)?;
+        let meta = lstat(&path)?;
+        Ok((path, iatt(&meta, gfid)))
+    }
+
+    /// `lstat` + gfid of a location.
+    pub fn stat_loc(&self, loc: &Loc) -> FopResult<(PathBuf, Iatt)> {
+        match (loc.parent, loc.name.as_deref()) {
+            (Some(parent), Some(name)) => {
+                let path = self.entry_path(parent, name)?;
+                let meta = lstat(&path)?;
+                let gfid = self.ensure_gfid(&path, meta.is_dir(), parent, name, None)?;
+                Ok((path, iatt(&meta, gfid)))
+            }
+            _ => self.stat_gfid(loc.require_gfid()?),
+        }
+    }
+
+    /// The parent directory's path and metadata, for ownership inheritance.
+    pub fn parent_meta(&self, parent: Gfid) -> FopResult<Metadata> {
+        let p = self.dir_path(parent)?;
+        lstat(&p)
+    }
+}
+
+/// The group a new object gets: the parent's when the parent is set-group-id, else the
+/// caller's.
+pub fn new_owner(parent: &Metadata, uid: u32, gid: u32) -> (u32, u32) {
+    if parent.mode() & libc::S_ISGID != 0 {
+        (uid, parent.gid())
+    } else {
+        (uid, gid)
+    }
+}
+
+/// Gives a new object its owner, keeping set-id bits that `chown` clears.
+pub fn chown_new(path: &Path, owner: (u32, u32), mode: u32) -> FopResult<()> {
+    std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
+        .map_err(|e| io_error(&e, "chown", path))?;
+    if mode & 0o6000 != 0 {
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::Mode::from_raw_mode(mode & 0o7777),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(|e| sys_error(e, "chmod", path))?;
+    }
+    Ok(())
+}
+
+/// Re-exported for the fop modules.
+pub use layout::XATTR_BRICK;

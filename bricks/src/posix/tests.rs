@@ -1,0 +1,815 @@
+//! storage/posix against a real directory (needs root for trusted.* xattrs).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn_translators::wire::{Batch, Request};
+use cairn_translators::*;
+
+use super::Posix;
+use crate::layout::{self, Identity};
+
+fn id() -> Identity {
+    Identity {
+        volume_id: "vol-a".into(),
+        brick_id: "brick-1".into(),
+    }
+}
+
+fn brick() -> (tempfile::TempDir, Posix) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Posix::open("posix", dir.path().to_path_buf(), &id(), true).unwrap();
+    (dir, p)
+}
+
+fn cx() -> Cx {
+    Cx {
+        uid: 1234,
+        gid: 5678,
+        ..Cx::default()
+    }
+}
+
+async fn mkfile(p: &Posix, parent: Gfid, name: &str, data: &[u8]) -> Gfid {
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_RDWR);
+    let e = p
+        .create(
+            &cx(),
+            Loc::entry(parent, name).with_gfid(g),
+            libc::O_RDWR,
+            0o644,
+            0o022,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, g);
+    p.write(
+        &cx(),
+        fd.clone(),
+        0,
+        Payload::new(data.to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    p.release(&cx(), fd).await.unwrap();
+    g
+}
+
+async fn mkdir(p: &Posix, parent: Gfid, name: &str) -> Gfid {
+    let g = Gfid::random();
+    p.mkdir(
+        &cx(),
+        Loc::entry(parent, name).with_gfid(g),
+        0o755,
+        0o022,
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    g
+}
+
+async fn read_all(p: &Posix, g: Gfid) -> Vec<u8> {
+    let fd = Fd::new(g, libc::O_RDONLY);
+    p.open(
+        &cx(),
+        Loc::inode(g),
+        libc::O_RDONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let data = p
+        .read(&cx(), fd.clone(), 0, 1 << 20, Xdata::new())
+        .await
+        .unwrap();
+    p.release(&cx(), fd).await.unwrap();
+    data.bytes().to_vec()
+}
+
+async fn list(p: &Posix, dir: Gfid, plus: bool, batch: u32) -> Vec<DirEntry> {
+    let fd = Fd::new(dir, 0);
+    p.opendir(&cx(), Loc::inode(dir), fd.clone(), Xdata::new())
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let mut offset = 0;
+    loop {
+        let got = p
+            .readdir(&cx(), fd.clone(), offset, batch, plus, Xdata::new())
+            .await
+            .unwrap();
+        let Some(last) = got.last() else { break };
+        offset = last.offset;
+        all.extend(got);
+    }
+    p.releasedir(&cx(), fd).await.unwrap();
+    all
+}
+
+fn names(entries: &[DirEntry]) -> BTreeSet<String> {
+    entries
+        .iter()
+        .map(|e| e.name.clone())
+        .filter(|n| n != "." && n != "..")
+        .collect()
+}
+
+#[tokio::test]
+async fn files_are_plain_files_with_gfids_handles_and_owners() {
+    let (dir, p) = brick();
+    let d = mkdir(&p, Gfid::ROOT, "2024").await;
+    let g = mkfile(&p, d, "img.dcm", b"DICM-bytes").await;
+    let plain = dir.path().join("2024/img.dcm");
+    assert_eq!(
+        fs::read(&plain).unwrap(),
+        b"DICM-bytes",
+        "stored at its own path"
+    );
+    let meta = fs::metadata(&plain).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (1234, 5678),
+        "owned by the caller"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o644);
+    assert_eq!(meta.nlink(), 2, "the file plus its handle");
+    let handle = layout::file_handle(dir.path(), g);
+    assert_eq!(fs::metadata(&handle).unwrap().ino(), meta.ino());
+    let dh = fs::read_link(layout::dir_handle(dir.path(), d)).unwrap();
+    assert_eq!(
+        dh.to_str().unwrap(),
+        layout::dir_handle_target(Gfid::ROOT, "2024")
+    );
+    // The kernel can follow a directory handle too.
+    assert!(layout::dir_handle(dir.path(), d).join("img.dcm").exists());
+
+    let st = p
+        .stat(&cx(), Target::Loc(Loc::inode(g)), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.size, st.nlink, st.kind),
+        (10, 1, FileKind::File),
+        "the handle link is not shown"
+    );
+    assert_eq!(read_all(&p, g).await, b"DICM-bytes");
+    let e = p
+        .lookup(&cx(), Loc::entry(d, "img.dcm"), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, g);
+}
+
+#[tokio::test]
+async fn create_excl_and_create_existing() {
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "a", b"1").await;
+    let fd = Fd::new(Gfid::random(), libc::O_RDWR);
+    let e = p
+        .create(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "a").with_gfid(fd.gfid()),
+            libc::O_RDWR | libc::O_EXCL,
+            0o644,
+            0,
+            fd,
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EEXIST);
+    // Without O_EXCL the existing file is opened and keeps its identity.
+    let fd = Fd::new(Gfid::random(), libc::O_RDWR);
+    let e = p
+        .create(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "a").with_gfid(fd.gfid()),
+            libc::O_RDWR,
+            0o644,
+            0,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, g);
+    p.release(&cx(), fd).await.unwrap();
+}
+
+#[tokio::test]
+async fn unlink_drops_the_handle_with_the_last_name() {
+    let (dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "a", b"x").await;
+    let e = p
+        .link(
+            &cx(),
+            Loc::inode(g),
+            Loc::entry(Gfid::ROOT, "b"),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((e.iatt.gfid, e.iatt.nlink), (g, 2));
+    p.unlink(&cx(), Loc::entry(Gfid::ROOT, "a"), Xdata::new())
+        .await
+        .unwrap();
+    assert!(
+        layout::file_handle(dir.path(), g).exists(),
+        "b still links it"
+    );
+    p.unlink(&cx(), Loc::entry(Gfid::ROOT, "b"), Xdata::new())
+        .await
+        .unwrap();
+    assert!(!layout::file_handle(dir.path(), g).exists());
+    let e = p
+        .stat(&cx(), Target::Loc(Loc::inode(g)), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ESTALE);
+    let e = p
+        .unlink(&cx(), Loc::entry(Gfid::ROOT, "b"), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ENOENT);
+}
+
+#[tokio::test]
+async fn renaming_a_directory_moves_its_handle_and_keeps_children_reachable() {
+    let (dir, p) = brick();
+    let a = mkdir(&p, Gfid::ROOT, "a").await;
+    let b = mkdir(&p, a, "b").await;
+    let f = mkfile(&p, b, "f", b"deep").await;
+    let z = mkdir(&p, Gfid::ROOT, "z").await;
+    p.rename(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "a"),
+        Loc::entry(z, "a2"),
+        0,
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    assert!(dir.path().join("z/a2/b/f").exists());
+    // Entry operations under the moved directory resolve through the new path.
+    let e = p
+        .lookup(&cx(), Loc::entry(b, "f"), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, f);
+    // A fresh brick process (empty cache) resolves from the handles on disk.
+    let p2 = Posix::open("posix", dir.path().to_path_buf(), &id(), false).unwrap();
+    let e = p2
+        .lookup(&cx(), Loc::entry(b, "f"), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, f);
+    let fresh = mkfile(&p2, b, "g", b"new").await;
+    assert!(dir.path().join("z/a2/b/g").exists());
+    assert_eq!(read_all(&p2, fresh).await, b"new");
+}
+
+#[tokio::test]
+async fn rename_over_a_file_drops_the_replaced_handle() {
+    let (dir, p) = brick();
+    let a = mkfile(&p, Gfid::ROOT, "a", b"A").await;
+    let b = mkfile(&p, Gfid::ROOT, "b", b"B").await;
+    p.rename(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "a"),
+        Loc::entry(Gfid::ROOT, "b"),
+        0,
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    assert!(!layout::file_handle(dir.path(), b).exists());
+    assert_eq!(read_all(&p, a).await, b"A");
+    // RENAME_NOREPLACE is honoured.
+    let _c = mkfile(&p, Gfid::ROOT, "c", b"C").await;
+    let e = p
+        .rename(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "c"),
+            Loc::entry(Gfid::ROOT, "b"),
+            libc::RENAME_NOREPLACE,
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EEXIST);
+}
+
+#[tokio::test]
+async fn rmdir_and_directory_errors() {
+    let (dir, p) = brick();
+    let d = mkdir(&p, Gfid::ROOT, "d").await;
+    mkfile(&p, d, "x", b"").await;
+    assert_eq!(
+        p.rmdir(&cx(), Loc::entry(Gfid::ROOT, "d"), Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        p.unlink(&cx(), Loc::entry(Gfid::ROOT, "d"), Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EISDIR
+    );
+    p.unlink(&cx(), Loc::entry(d, "x"), Xdata::new())
+        .await
+        .unwrap();
+    p.rmdir(&cx(), Loc::entry(Gfid::ROOT, "d"), Xdata::new())
+        .await
+        .unwrap();
+    assert!(!layout::dir_handle(dir.path(), d).exists());
+    let e = p
+        .mkdir(&cx(), Loc::entry(d, "orphan"), 0o755, 0, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.errno,
+        libc::ESTALE,
+        "a removed directory's gfid no longer resolves"
+    );
+}
+
+#[tokio::test]
+async fn symlinks_and_nodes() {
+    let (dir, p) = brick();
+    let g = Gfid::random();
+    p.symlink(
+        &cx(),
+        "../target".into(),
+        Loc::entry(Gfid::ROOT, "ln").with_gfid(g),
+        0,
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs::read_link(dir.path().join("ln")).unwrap().to_str(),
+        Some("../target")
+    );
+    assert_eq!(
+        p.readlink(&cx(), Loc::inode(g), Xdata::new())
+            .await
+            .unwrap(),
+        "../target"
+    );
+    let st = p
+        .stat(&cx(), Target::Loc(Loc::inode(g)), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(st.kind, FileKind::Symlink);
+    // Changing a symlink's owner never touches its target.
+    p.setattr(
+        &cx(),
+        Target::Loc(Loc::inode(g)),
+        SetAttr {
+            uid: Some(7),
+            ..SetAttr::default()
+        },
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs::symlink_metadata(dir.path().join("ln")).unwrap().uid(),
+        7
+    );
+    let fifo = Gfid::random();
+    let e = p
+        .mknod(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "pipe").with_gfid(fifo),
+            libc::S_IFIFO | 0o600,
+            0,
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.kind, FileKind::Fifo);
+}
+
+#[tokio::test]
+async fn setattr_truncate_and_times() {
+    let (dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"0123456789").await;
+    let t = Target::Loc(Loc::inode(g));
+    let st = p.truncate(&cx(), t.clone(), 4, Xdata::new()).await.unwrap();
+    assert_eq!(st.size, 4);
+    let when = Timespec {
+        sec: 1_000_000_000,
+        nsec: 5,
+    };
+    let st = p
+        .setattr(
+            &cx(),
+            t.clone(),
+            SetAttr {
+                perm: Some(0o600),
+                uid: Some(1),
+                gid: Some(2),
+                atime: Some(TimeSet::At(when)),
+                mtime: Some(TimeSet::At(when)),
+            },
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.perm, st.uid, st.gid, st.mtime, st.atime),
+        (0o600, 1, 2, when, when)
+    );
+    let meta = fs::metadata(dir.path().join("f")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.mtime(), meta.len()),
+        (0o600, 1_000_000_000, 4)
+    );
+}
+
+#[tokio::test]
+async fn sparse_files_beyond_4gib_and_seek_data() {
+    let (dir, p) = brick();
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_RDWR);
+    p.create(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "sparse").with_gfid(g),
+        libc::O_RDWR,
+        0o644,
+        0,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let far = 5u64 << 30;
+    let st = p
+        .write(
+            &cx(),
+            fd.clone(),
+            far,
+            Payload::new(b"end".to_vec()),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.size, far + 3);
+    assert!(st.blocks < 1024, "sparse: {} blocks", st.blocks);
+    let got = p
+        .read(&cx(), fd.clone(), far - 2, 10, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(got.bytes().as_ref(), b"\0\0end");
+    let data_at = p
+        .lseek(&cx(), fd.clone(), 0, Whence::Data, Xdata::new())
+        .await
+        .unwrap();
+    assert!(data_at >= far - 4096 && data_at <= far, "{data_at}");
+    assert_eq!(
+        p.lseek(&cx(), fd.clone(), 0, Whence::Hole, Xdata::new())
+            .await
+            .unwrap(),
+        0
+    );
+    p.fsync(&cx(), fd.clone(), false, Xdata::new())
+        .await
+        .unwrap();
+    p.release(&cx(), fd).await.unwrap();
+    assert_eq!(
+        fs::metadata(dir.path().join("sparse")).unwrap().len(),
+        far + 3
+    );
+}
+
+#[tokio::test]
+async fn xattrs_user_namespace_and_protected_identity() {
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"").await;
+    let t = Target::Loc(Loc::inode(g));
+    let mut x = Xdata::new();
+    x.set("user.patient", b"12345".to_vec());
+    p.setxattr(&cx(), t.clone(), x, 0, Xdata::new())
+        .await
+        .unwrap();
+    let got = p
+        .getxattr(&cx(), t.clone(), Some("user.patient".into()), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(got.get("user.patient"), Some(&b"12345"[..]));
+    let all = p
+        .getxattr(&cx(), t.clone(), None, Xdata::new())
+        .await
+        .unwrap();
+    assert!(all.contains("user.patient") && all.contains(layout::XATTR_GFID));
+    p.removexattr(&cx(), t.clone(), "user.patient".into(), Xdata::new())
+        .await
+        .unwrap();
+    let e = p
+        .getxattr(&cx(), t.clone(), Some("user.patient".into()), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ENODATA);
+    let mut bad = Xdata::new();
+    bad.set(layout::XATTR_GFID, vec![0u8; 16]);
+    assert_eq!(
+        p.setxattr(&cx(), t.clone(), bad, 0, Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EPERM
+    );
+    assert_eq!(
+        p.removexattr(&cx(), t, layout::XATTR_GFID.into(), Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EPERM
+    );
+}
+
+#[tokio::test]
+async fn xattrop_adds_counters_atomically() {
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"").await;
+    let t = Target::Loc(Loc::inode(g));
+    let add = |a: i64, b: i64| {
+        let mut x = Xdata::new();
+        x.set(
+            "trusted.cairn.test.pending",
+            [a.to_be_bytes(), b.to_be_bytes()].concat(),
+        );
+        x
+    };
+    let mut tasks = Vec::new();
+    let p = Arc::new(p);
+    for _ in 0..50 {
+        let (p, t) = (Arc::clone(&p), t.clone());
+        let x = add(1, -2);
+        tasks.push(tokio::spawn(async move {
+            p.xattrop(&Cx::default(), t, XattropOp::AddArray64, x, Xdata::new())
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let out = p
+        .xattrop(
+            &Cx::default(),
+            t.clone(),
+            XattropOp::AddArray64,
+            add(0, 0),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    let v = out.get("trusted.cairn.test.pending").unwrap();
+    assert_eq!(i64::from_be_bytes(v[..8].try_into().unwrap()), 50);
+    assert_eq!(i64::from_be_bytes(v[8..].try_into().unwrap()), -100);
+    let mut odd = Xdata::new();
+    odd.set("trusted.cairn.test.x", vec![1, 2, 3]);
+    assert_eq!(
+        p.xattrop(&Cx::default(), t, XattropOp::AddArray64, odd, Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EINVAL
+    );
+}
+
+#[tokio::test]
+async fn readdir_resumes_from_cookies_and_hides_metadata() {
+    let (dir, p) = brick();
+    let mut want = BTreeSet::new();
+    for i in 0..300 {
+        let name = format!("image-{i:04}.dcm");
+        fs::write(dir.path().join(&name), b"").unwrap(); // placed by hand: gets a gfid on listing
+        want.insert(name);
+    }
+    let sub = mkdir(&p, Gfid::ROOT, "series").await;
+    want.insert("series".into());
+    for batch in [200, 4096, 1 << 20] {
+        let plain = list(&p, Gfid::ROOT, false, batch).await;
+        assert_eq!(names(&plain), want, "batch {batch}");
+        assert_eq!(
+            plain.len(),
+            want.len() + 2,
+            "each entry once, plus . and .."
+        );
+        assert!(
+            plain
+                .iter()
+                .filter(|e| e.name != "." && e.name != "..")
+                .all(|e| !e.gfid.is_null())
+        );
+    }
+    let plus = list(&p, Gfid::ROOT, true, 8192).await;
+    let s = plus.iter().find(|e| e.name == "series").unwrap();
+    assert_eq!((s.gfid, s.kind), (sub, FileKind::Dir));
+    assert!(
+        plus.iter()
+            .filter(|e| e.name != "." && e.name != "..")
+            .all(|e| e.iatt.is_some())
+    );
+    // Files placed by hand were given gfids and handles.
+    let e = p
+        .lookup(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "image-0007.dcm"),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert!(layout::file_handle(dir.path(), e.iatt.gfid).exists());
+    // .cairn is neither listed nor reachable.
+    assert_eq!(
+        p.lookup(&cx(), Loc::entry(Gfid::ROOT, ".cairn"), Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::ENOENT
+    );
+    assert_eq!(
+        p.mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, ".cairn"),
+            0o755,
+            0,
+            Xdata::new()
+        )
+        .await
+        .unwrap_err()
+        .errno,
+        libc::EPERM
+    );
+}
+
+#[tokio::test]
+async fn hostile_names_never_leave_the_brick() {
+    let (_dir, p) = brick();
+    for name in ["..", "../../etc", "a/b", "", "."] {
+        let e = p
+            .lookup(&cx(), Loc::entry(Gfid::ROOT, name), Xdata::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL, "{name:?}");
+        let e = p
+            .mkdir(&cx(), Loc::entry(Gfid::ROOT, name), 0o755, 0, Xdata::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL, "{name:?}");
+    }
+    // A symlink on the brick is never followed by inode operations.
+    let g = Gfid::random();
+    p.symlink(
+        &cx(),
+        "/etc/passwd".into(),
+        Loc::entry(Gfid::ROOT, "evil").with_gfid(g),
+        0,
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let fd = Fd::new(g, libc::O_RDONLY);
+    let e = p
+        .open(&cx(), Loc::inode(g), libc::O_RDONLY, fd, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ELOOP);
+    let e = p
+        .truncate(&cx(), Target::Loc(Loc::inode(g)), 0, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ELOOP);
+    assert!(fs::metadata("/etc/passwd").unwrap().len() > 0);
+}
+
+#[tokio::test]
+async fn access_follows_the_mode_bits() {
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"").await; // 0644, owner 1234:5678
+    let who = |uid, gid| Cx {
+        uid,
+        gid,
+        ..Cx::default()
+    };
+    let loc = || Loc::inode(g);
+    p.access(&who(1234, 1), loc(), libc::W_OK as u32, Xdata::new())
+        .await
+        .unwrap();
+    p.access(&who(9, 5678), loc(), libc::R_OK as u32, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        p.access(&who(9, 5678), loc(), libc::W_OK as u32, Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EACCES
+    );
+    assert_eq!(
+        p.access(&who(0, 0), loc(), libc::X_OK as u32, Xdata::new())
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EACCES
+    );
+    p.access(&who(0, 0), loc(), libc::W_OK as u32, Xdata::new())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn compound_create_write_release_on_the_brick() {
+    let (dir, p) = brick();
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_WRONLY);
+    let out = p
+        .compound(
+            &cx(),
+            Batch(vec![
+                Request::Create {
+                    loc: Loc::entry(Gfid::ROOT, "c.dcm").with_gfid(g),
+                    flags: libc::O_WRONLY,
+                    mode: 0o644,
+                    umask: 0,
+                    fd: fd.clone(),
+                    xdata: Xdata::new(),
+                },
+                Request::Write {
+                    fd: fd.clone(),
+                    offset: 0,
+                    data: Payload::new(vec![9u8; 57_000]),
+                    xdata: Xdata::new(),
+                },
+                Request::Release { fd },
+            ]),
+        )
+        .await
+        .unwrap();
+    assert!(out.0.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(
+        fs::read(dir.path().join("c.dcm")).unwrap(),
+        vec![9u8; 57_000]
+    );
+}
+
+#[test]
+fn a_brick_refuses_other_volumes_other_bricks_and_non_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let e = Posix::open("p", root.clone(), &id(), false).err().unwrap();
+    assert!(e.contains("no Cairn brick identity"), "{e}");
+    Posix::open("p", root.clone(), &id(), true).unwrap();
+    Posix::open("p", root.clone(), &id(), false).unwrap();
+    let other_vol = Identity {
+        volume_id: "vol-b".into(),
+        ..id()
+    };
+    let e = Posix::open("p", root.clone(), &other_vol, true)
+        .err()
+        .unwrap();
+    assert!(e.contains("belongs to volume id vol-a, not vol-b"), "{e}");
+    let other_brick = Identity {
+        brick_id: "brick-9".into(),
+        ..id()
+    };
+    let e = Posix::open("p", root.clone(), &other_brick, false)
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("is brick brick-1 of its volume, not brick-9"),
+        "{e}"
+    );
+    let file = root.join("plain-file");
+    fs::write(&file, b"").unwrap();
+    let e = Posix::open("p", file, &id(), true).err().unwrap();
+    assert!(e.contains("is not a directory"), "{e}");
+    let e = Posix::open("p", root.join("missing"), &id(), true)
+        .err()
+        .unwrap();
+    assert!(e.contains("does not exist"), "{e}");
+    let e = Posix::open("p", Path::new("relative/dir").to_path_buf(), &id(), true)
+        .err()
+        .unwrap();
+    assert!(e.contains("absolute"), "{e}");
+    fs::write(root.join(".cairn/format"), "99\n").unwrap();
+    let e = Posix::open("p", root, &id(), false).err().unwrap();
+    assert!(e.contains("newer than this release"), "{e}");
+}
