@@ -1,0 +1,542 @@
+//! Test harness: start real `cairn-brickd` and `cairn mount` processes, wait for them, stop
+//! them, and compare trees.
+//!
+//! # Layout
+//!
+//! - [`bin`]: where the workspace's binaries are (built by `scripts/test`).
+//! - [`BrickProc`]: a `cairn-brickd` child process.
+//! - [`MountProc`]: a `cairn mount --foreground` child process and its FUSE mount.
+//! - [`Volume`]: one brick and one mount in a private temporary directory.
+//! - [`client_volfile`]: the client graph for a list of bricks.
+//! - [`compare_trees`]: byte-for-byte comparison of two directory trees.
+//!
+//! Everything a test starts is stopped when its handle drops, even when the test fails.
+//! These tests need root: FUSE mounts with `allow_other` and `trusted.*` xattrs on bricks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The path of a workspace binary, next to the test executable's `deps/` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Fails the test clearly when not run as root.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "integration tests need root: they mount FUSE filesystems and use trusted.* xattrs"
+    );
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a shell snippet in `dir`, panicking with its output when it fails.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = run(Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads lines from a child's stdout until one matches `want` or `timeout` passes; returns
+/// the matching line, or everything read if it never came.
+fn wait_for_line(
+    child: &mut Child,
+    timeout: Duration,
+    want: impl Fn(&str) -> bool + Send + 'static,
+) -> Result<String, String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if want(&line) {
+                let _ = tx.send(Ok(line));
+                return;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = tx.send(Err(seen));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => Err(format!("nothing matching within {timeout:?}")),
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A running `cairn-brickd`.
+pub struct BrickProc {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: String,
+    /// The brick directory.
+    pub dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl BrickProc {
+    /// Starts a brick on `dir` (made a brick with `--init` if new) listening on `listen`.
+    pub fn start(dir: &Path, volume_id: &str, brick_id: &str, listen: &str) -> BrickProc {
+        fs::create_dir_all(dir).unwrap();
+        let args = vec![
+            "--directory".to_string(),
+            dir.display().to_string(),
+            "--listen".into(),
+            listen.into(),
+            "--volume".into(),
+            "test".into(),
+            "--volume-id".into(),
+            volume_id.into(),
+            "--brick-id".into(),
+            brick_id.into(),
+            "--init".into(),
+        ];
+        BrickProc::start_args(dir, args).unwrap_or_else(|e| panic!("brick did not start: {e}"))
+    }
+
+    /// Starts `cairn-brickd` with these arguments; `Err` carries its output.
+    pub fn start_args(dir: &Path, args: Vec<String>) -> Result<BrickProc, String> {
+        let log = dir.with_extension("brick.log");
+        let mut child = Command::new(bin("cairn-brickd"))
+            .args(&args)
+            .arg("--log-file")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        match wait_for_line(&mut child, Duration::from_secs(20), |l| {
+            l.starts_with("listening on ")
+        }) {
+            Ok(line) => Ok(BrickProc {
+                child: Some(child),
+                addr: line.trim_start_matches("listening on ").trim().to_string(),
+                dir: dir.to_path_buf(),
+                log,
+                args,
+            }),
+            Err(out) => {
+                signal(&child, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                Err(format!("{out}{err}"))
+            }
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Stops it with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let st = wait_timeout(&mut child, Duration::from_secs(10));
+        if st.is_none() {
+            signal(&child, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        st
+    }
+
+    /// Kills it with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            signal(c, sig);
+        }
+    }
+
+    /// Starts it again on the same port, without --init.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut args = self.args.clone();
+        args.retain(|a| a != "--init");
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = self.addr.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match BrickProc::start_args(&self.dir, args.clone()) {
+                Ok(mut b) => {
+                    self.child = b.child.take();
+                    return;
+                }
+                Err(e) if Instant::now() < deadline && e.contains("in use") => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => panic!("brick did not restart: {e}"),
+            }
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BrickProc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c, nix::sys::signal::Signal::SIGCONT);
+        }
+        self.stop();
+    }
+}
+
+/// A client volfile over the given bricks: `debug/io-stats` over one `protocol/client`.
+/// `(host, port, brick id)` per brick; only one brick is supported until distribute exists.
+pub fn client_volfile(
+    volume_id: &str,
+    brick: (&str, u16, &str),
+    client_options: &[(&str, &str)],
+) -> String {
+    let (host, port, brick_id) = brick;
+    let mut extra = String::new();
+    for (k, v) in client_options {
+        extra.push_str(&format!("      {k}: \"{v}\"\n"));
+    }
+    format!(
+        "version: 1
+volume: test
+role: client
+top: test-io-stats
+graph:
+  - name: test-client-0
+    type: protocol/client
+    options:
+      remote-host: \"{host}\"
+      remote-port: {port}
+      volume-id: \"{volume_id}\"
+      remote-brick: \"{brick_id}\"
+{extra}  - name: test-io-stats
+    type: debug/io-stats
+    subvolumes: [test-client-0]
+"
+    )
+}
+
+/// True when `path` is a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A `cairn mount --foreground` process.
+pub struct MountProc {
+    child: Option<Child>,
+    /// The mount point.
+    pub path: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl MountProc {
+    /// Mounts `volfile` at `path`, waiting until the mount is ready.
+    pub fn start(volfile: &Path, path: &Path, extra: &[&str]) -> MountProc {
+        MountProc::try_start(volfile, path, extra).unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    /// Like [`MountProc::start`]; `Err` carries the command's output.
+    pub fn try_start(volfile: &Path, path: &Path, extra: &[&str]) -> Result<MountProc, String> {
+        fs::create_dir_all(path).unwrap();
+        let log = path.with_extension("mount.log");
+        let mut cmd = Command::new(bin("cairn"));
+        cmd.arg("mount").arg("--volfile").arg(volfile).arg(path);
+        cmd.args(["--foreground", "--notify-ready", "--log-file"])
+            .arg(&log);
+        if !extra.contains(&"--connect-timeout") {
+            cmd.args(["--connect-timeout", "10"]);
+        }
+        let mut child = cmd
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        match wait_for_line(&mut child, Duration::from_secs(30), |l| l.trim() == "ready") {
+            Ok(_) => Ok(MountProc {
+                child: Some(child),
+                path: path.to_path_buf(),
+                log,
+            }),
+            Err(out) => {
+                let _ = wait_timeout(&mut child, Duration::from_secs(5));
+                signal(&child, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                Err(format!("{out}{err}"))
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits: the mount must go away and the process exit.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let st = wait_timeout(&mut child, Duration::from_secs(20));
+        if st.is_none() {
+            signal(&child, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        st
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for MountProc {
+    fn drop(&mut self) {
+        self.terminate();
+        if is_mounted(&self.path) {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// One brick and one FUSE mount of it, in a private temporary directory.
+pub struct Volume {
+    /// Mount (dropped first, so it unmounts before the brick stops).
+    pub mount: MountProc,
+    /// The brick process.
+    pub brick: BrickProc,
+    /// The client volfile.
+    pub volfile: PathBuf,
+    /// The mount point.
+    pub mnt: PathBuf,
+    /// The brick directory.
+    pub brick_dir: PathBuf,
+    /// The temporary directory holding everything (removed last).
+    pub tmp: tempfile::TempDir,
+}
+
+impl Volume {
+    /// Starts a brick and mounts it.
+    pub fn start() -> Volume {
+        Volume::start_with(&[])
+    }
+
+    /// Like [`Volume::start`] with extra `protocol/client` options.
+    pub fn start_with(client_options: &[(&str, &str)]) -> Volume {
+        require_root();
+        let tmp = tempfile::Builder::new()
+            .prefix("cairn-it-")
+            .tempdir()
+            .unwrap();
+        let brick_dir = tmp.path().join("brick");
+        let brick = BrickProc::start(&brick_dir, "vol-test", "brick-0", "127.0.0.1:0");
+        let volfile = tmp.path().join("client.vol");
+        fs::write(
+            &volfile,
+            client_volfile(
+                "vol-test",
+                ("127.0.0.1", brick.port(), "brick-0"),
+                client_options,
+            ),
+        )
+        .unwrap();
+        let mnt = tmp.path().join("mnt");
+        let mount = MountProc::start(&volfile, &mnt, &[]);
+        Volume {
+            mount,
+            brick,
+            volfile,
+            mnt,
+            brick_dir,
+            tmp,
+        }
+    }
+}
+
+/// What is compared for each entry of a tree.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Node {
+    /// A directory with its permission bits.
+    Dir(u32),
+    /// A regular file: permission bits and contents.
+    File(u32, Vec<u8>),
+    /// A symlink and its target.
+    Symlink(String),
+    /// Something else (fifo, device) and its type bits.
+    Other(u32),
+}
+
+/// Every entry below `root` (relative paths), skipping names in `skip` at any depth.
+pub fn snapshot(root: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for ent in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let ent = ent.unwrap();
+            let name = ent.file_name();
+            if skip.iter().any(|s| name == *s) {
+                continue;
+            }
+            let rel_child = rel.join(&name);
+            let path = root.join(&rel_child);
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let ft = meta.file_type();
+            let node = if ft.is_dir() {
+                stack.push(rel_child.clone());
+                Node::Dir(meta.mode() & 0o7777)
+            } else if ft.is_symlink() {
+                Node::Symlink(fs::read_link(&path).unwrap().display().to_string())
+            } else if ft.is_file() {
+                Node::File(meta.mode() & 0o7777, fs::read(&path).unwrap())
+            } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device()
+            {
+                Node::Other(meta.mode() & libc::S_IFMT)
+            } else {
+                Node::Other(0)
+            };
+            out.insert(rel_child, node);
+        }
+    }
+    out
+}
+
+/// Differences between two trees, as readable lines (empty when identical).
+pub fn compare_trees(a: &Path, b: &Path, skip: &[&str]) -> Vec<String> {
+    let (sa, sb) = (snapshot(a, skip), snapshot(b, skip));
+    let mut diffs = Vec::new();
+    for (k, va) in &sa {
+        match sb.get(k) {
+            None => diffs.push(format!("only in {}: {}", a.display(), k.display())),
+            Some(vb) if vb != va => {
+                diffs.push(format!("differs: {} ({})", k.display(), describe(va, vb)))
+            }
+            _ => {}
+        }
+    }
+    for k in sb.keys().filter(|k| !sa.contains_key(*k)) {
+        diffs.push(format!("only in {}: {}", b.display(), k.display()));
+    }
+    diffs
+}
+
+fn describe(a: &Node, b: &Node) -> String {
+    match (a, b) {
+        (Node::File(ma, ca), Node::File(mb, cb)) if ma != mb => {
+            format!("mode {ma:o} vs {mb:o}; {} vs {} bytes", ca.len(), cb.len())
+        }
+        (Node::File(_, ca), Node::File(_, cb)) => {
+            format!("contents, {} vs {} bytes", ca.len(), cb.len())
+        }
+        _ => format!("{a:?} vs {b:?}").chars().take(200).collect(),
+    }
+}
+
+/// A deterministic pseudo-random buffer (so failures reproduce).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The workspace root (for source trees to copy in tests).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
