@@ -14,9 +14,9 @@ use cairn_translators::protocol::server::Server;
 use cairn_volfiles::{Role, Volfile};
 use clap::Parser;
 
-/// Serve one brick directory.
+/// Serve one brick directory to Cairn clients (normally started by cairnd; by hand for tests and the quickstart).
 #[derive(Parser, Debug)]
-#[command(name = "cairn-brickd", version, about, long_about = None)]
+#[command(name = "cairn-brickd", version, long_about = None)]
 struct Args {
     /// A brick volfile to serve (the other graph flags are then not allowed).
     #[arg(long, conflicts_with_all = ["directory", "listen", "init"])]
