@@ -102,6 +102,34 @@ fn wait_for_line(
     }
 }
 
+/// Spawns `cmd` with piped output and waits for a stdout line matching `want`. On failure the
+/// child is killed and the error holds what it printed.
+fn spawn_until(
+    cmd: &mut Command,
+    timeout: Duration,
+    want: impl Fn(&str) -> bool + Send + 'static,
+) -> Result<(Child, String), String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    match wait_for_line(&mut child, timeout, want) {
+        Ok(line) => Ok((child, line)),
+        Err(out) => {
+            let _ = wait_timeout(&mut child, Duration::from_secs(5));
+            signal(&child, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            Err(format!("{out}{err}"))
+        }
+    }
+}
+
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
 }
@@ -152,35 +180,18 @@ impl BrickProc {
     /// Starts `cairn-brickd` with these arguments; `Err` carries its output.
     pub fn start_args(dir: &Path, args: Vec<String>) -> Result<BrickProc, String> {
         let log = dir.with_extension("brick.log");
-        let mut child = Command::new(bin("cairn-brickd"))
-            .args(&args)
-            .arg("--log-file")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        match wait_for_line(&mut child, Duration::from_secs(20), |l| {
+        let mut cmd = Command::new(bin("cairn-brickd"));
+        cmd.args(&args).arg("--log-file").arg(&log);
+        let (child, line) = spawn_until(&mut cmd, Duration::from_secs(20), |l| {
             l.starts_with("listening on ")
-        }) {
-            Ok(line) => Ok(BrickProc {
-                child: Some(child),
-                addr: line.trim_start_matches("listening on ").trim().to_string(),
-                dir: dir.to_path_buf(),
-                log,
-                args,
-            }),
-            Err(out) => {
-                signal(&child, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                Err(format!("{out}{err}"))
-            }
-        }
+        })?;
+        Ok(BrickProc {
+            child: Some(child),
+            addr: line.trim_start_matches("listening on ").trim().to_string(),
+            dir: dir.to_path_buf(),
+            log,
+            args,
+        })
     }
 
     /// The port it listens on.
@@ -329,30 +340,13 @@ impl MountProc {
         if !extra.contains(&"--connect-timeout") {
             cmd.args(["--connect-timeout", "10"]);
         }
-        let mut child = cmd
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        match wait_for_line(&mut child, Duration::from_secs(30), |l| l.trim() == "ready") {
-            Ok(_) => Ok(MountProc {
-                child: Some(child),
-                path: path.to_path_buf(),
-                log,
-            }),
-            Err(out) => {
-                let _ = wait_timeout(&mut child, Duration::from_secs(5));
-                signal(&child, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                Err(format!("{out}{err}"))
-            }
-        }
+        cmd.args(extra);
+        let (child, _) = spawn_until(&mut cmd, Duration::from_secs(30), |l| l.trim() == "ready")?;
+        Ok(MountProc {
+            child: Some(child),
+            path: path.to_path_buf(),
+            log,
+        })
     }
 
     /// The process id.
