@@ -57,6 +57,12 @@ const OPTIONS: &[OptionSpec] = &[
         doc: "Brick id the client expects at that address. Empty: any brick of the volume.",
     },
     OptionSpec {
+        key: "auth-secret",
+        kind: OptionKind::Str,
+        default: Some(""),
+        doc: "The volume's secret, presented to the brick in the handshake (set by volgen).",
+    },
+    OptionSpec {
         key: "ping-timeout",
         kind: OptionKind::Duration {
             min_ms: 500,
@@ -116,6 +122,7 @@ fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
         port,
         volume_id: o.str("volume-id").map_err(e)?.to_string(),
         brick_id: o.str("remote-brick").map_err(e)?.to_string(),
+        secret: o.str("auth-secret").map_err(e)?.to_string(),
         ping_timeout: o.duration("ping-timeout").map_err(e)?,
         connect_timeout: o.duration("connect-timeout").map_err(e)?,
         frame_timeout: o.duration("frame-timeout").map_err(e)?,
@@ -135,6 +142,8 @@ pub struct ClientConfig {
     pub volume_id: String,
     /// Expected brick id (empty: not checked).
     pub brick_id: String,
+    /// The volume secret presented in the handshake.
+    pub secret: String,
     /// Silence after which the brick is declared down.
     pub ping_timeout: Duration,
     /// Limit for connect + handshake.
@@ -400,6 +409,7 @@ impl Shared {
                 brick_id: self.cfg.brick_id.clone(),
                 client_name: self.name.clone(),
                 client_uuid: self.client_uuid.clone(),
+                secret: self.cfg.secret.clone(),
             };
             let out = message_frame(FrameKind::Hello, 0, 0, &hello).map_err(|e| e.to_string())?;
             queue

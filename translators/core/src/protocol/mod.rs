@@ -3,6 +3,7 @@
 //! One TCP connection per client↔brick pair carries every request, multiplexed by request
 //! id, in the frame format of [`crate::wire::frame`].
 
+pub mod auth;
 pub mod client;
 pub mod server;
 #[cfg(test)]

@@ -58,6 +58,30 @@ const OPTIONS: &[OptionSpec] = &[
         doc: "This brick's id; clients that expect another brick are refused.",
     },
     OptionSpec {
+        key: "auth-secret",
+        kind: OptionKind::Str,
+        default: Some(""),
+        doc: "The volume's secret; clients that do not present it are refused. Empty: no secret required.",
+    },
+    OptionSpec {
+        key: "auth-allow",
+        kind: OptionKind::List(&[]),
+        default: Some("*"),
+        doc: "Client addresses admitted: '*', addresses, wildcards like 10.1.*.*, CIDR blocks like 10.0.0.0/8.",
+    },
+    OptionSpec {
+        key: "auth-reject",
+        kind: OptionKind::List(&[]),
+        default: Some(""),
+        doc: "Client addresses refused even if auth-allow admits them (same forms).",
+    },
+    OptionSpec {
+        key: "status-file",
+        kind: OptionKind::Str,
+        default: Some(""),
+        doc: "A file where the brick keeps the list of connected clients (address and name, one per line), for volume status clients.",
+    },
+    OptionSpec {
         key: "max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: Some("256"),
@@ -94,9 +118,17 @@ fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
         listen: o.str("listen").map_err(e)?.to_string(),
         volume_id: o.str("volume-id").map_err(e)?.to_string(),
         brick_id: o.str("brick-id").map_err(e)?.to_string(),
+        secret: o.str("auth-secret").map_err(e)?.to_string(),
+        allow: o.list("auth-allow").map_err(e)?.to_vec(),
+        reject: o.list("auth-reject").map_err(e)?.to_vec(),
+        status_file: o.opt_str("status-file").map(std::path::PathBuf::from),
         max_inflight: usize::try_from(o.int("max-inflight").map_err(e)?).unwrap_or(256),
         handshake_timeout: o.duration("handshake-timeout").map_err(e)?,
     };
+    for rule in cfg.allow.iter().chain(cfg.reject.iter()) {
+        super::auth::check_rule(rule)
+            .map_err(|e| format!("option 'auth-allow'/'auth-reject': {e}"))?;
+    }
     Ok(Arc::new(Server::new(ctx.name, ctx.children, cfg)))
 }
 
@@ -109,6 +141,14 @@ pub struct ServerConfig {
     pub volume_id: String,
     /// This brick's id.
     pub brick_id: String,
+    /// The volume secret clients must present (empty: none).
+    pub secret: String,
+    /// Admitted client addresses (see [`super::auth`]).
+    pub allow: Vec<String>,
+    /// Refused client addresses.
+    pub reject: Vec<String>,
+    /// Where to keep the list of connected clients.
+    pub status_file: Option<std::path::PathBuf>,
     /// Concurrent requests per connection.
     pub max_inflight: usize,
     /// Limit for the handshake.
@@ -123,6 +163,39 @@ struct State {
     next_fd: AtomicU64,
     connections: AtomicU64,
     stopping: watch::Receiver<bool>,
+    /// Live connections: id → (address, client name), mirrored to `status_file`.
+    clients: Mutex<std::collections::BTreeMap<u64, (SocketAddr, String)>>,
+}
+
+impl State {
+    fn client_joined(&self, id: u64, peer: SocketAddr, name: &str) {
+        if let Ok(mut c) = self.clients.lock() {
+            c.insert(id, (peer, name.to_string()));
+        }
+        self.write_status();
+    }
+
+    fn client_left(&self, id: u64) {
+        if let Ok(mut c) = self.clients.lock() {
+            c.remove(&id);
+        }
+        self.write_status();
+    }
+
+    /// Rewrites the status file atomically: one `address<TAB>client name` line per client.
+    fn write_status(&self) {
+        let Some(path) = &self.cfg.status_file else {
+            return;
+        };
+        let text: String = match self.clients.lock() {
+            Ok(c) => c.values().map(|(a, n)| format!("{a}\t{n}\n")).collect(),
+            Err(_) => return,
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the brick status file");
+        }
+    }
 }
 
 /// The server translator.
@@ -179,7 +252,9 @@ impl Translator for Server {
             next_fd: AtomicU64::new(1),
             connections: AtomicU64::new(0),
             stopping,
+            clients: Mutex::new(std::collections::BTreeMap::new()),
         });
+        state.write_status();
         tracing::info!(server = %state.name, %addr, "brick listening");
         let task = tokio::spawn(accept_loop(listener, state));
         if let Ok(mut t) = self.task.lock() {
@@ -230,6 +305,13 @@ fn check_hello(cfg: &ServerConfig, hello: &Hello) -> Result<(), String> {
             "client expects volume id {}, this brick belongs to volume id {}",
             hello.volume_id, cfg.volume_id
         ));
+    }
+    if !cfg.secret.is_empty() && hello.secret != cfg.secret {
+        return Err(if hello.secret.is_empty() {
+            "authentication failed: the client presented no volume secret (fetch the volfile from a pool member)".to_string()
+        } else {
+            "authentication failed: the client's volume secret is wrong".to_string()
+        });
     }
     if !hello.brick_id.is_empty() && !cfg.brick_id.is_empty() && hello.brick_id != cfg.brick_id {
         return Err(format!(
@@ -311,7 +393,16 @@ async fn serve_connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr
             return;
         }
     };
-    if let Err(reason) = check_hello(&state.cfg, &hello) {
+    let admitted = super::auth::admitted(peer.ip(), &state.cfg.allow, &state.cfg.reject);
+    let verdict = if admitted {
+        check_hello(&state.cfg, &hello)
+    } else {
+        Err(format!(
+            "address {} is not admitted by auth.allow / auth.reject",
+            peer.ip()
+        ))
+    };
+    if let Err(reason) = verdict {
         tracing::warn!(server = %state.name, %peer, client = %hello.client_name, %reason, "refused client");
         if let Ok(f) = message_frame(FrameKind::Refusal, 0, 0, &Refusal { reason }) {
             let _ = queue.send(f).await;
@@ -337,6 +428,7 @@ async fn serve_connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let live = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::info!(server = %state.name, %peer, client = %hello.client_name, conn = id, live, "client connected");
+    state.client_joined(id, peer, &hello.client_name);
     let ctx = Arc::new(ConnCtx {
         state: Arc::clone(&state),
         id,
@@ -407,6 +499,7 @@ async fn serve_connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr
         None => tracing::info!(server = %state.name, %peer, conn = id, "client disconnected"),
     }
     ctx.fds.clear();
+    state.client_left(id);
     state.child.client_gone(id);
     state.connections.fetch_sub(1, Ordering::Relaxed);
     // The writer ends once every in-flight task has dropped its queue handle.
@@ -490,6 +583,10 @@ mod tests {
             listen: "127.0.0.1:0".into(),
             volume_id: "vol-1".into(),
             brick_id: "b1".into(),
+            secret: String::new(),
+            allow: vec![],
+            reject: vec![],
+            status_file: None,
             max_inflight: 4,
             handshake_timeout: Duration::from_secs(1),
         }
@@ -502,6 +599,7 @@ mod tests {
             brick_id: brick_id.into(),
             client_name: "c".into(),
             client_uuid: "u".into(),
+            secret: String::new(),
         }
     }
 
@@ -516,5 +614,17 @@ mod tests {
         let mut h = hello("vol-1", "b1");
         h.protocol = 99;
         assert!(check_hello(&cfg(), &h).unwrap_err().contains("protocol 99"));
+        let mut with_secret = cfg();
+        with_secret.secret = "s3cret".into();
+        assert!(
+            check_hello(&with_secret, &hello("vol-1", "b1"))
+                .unwrap_err()
+                .contains("no volume secret")
+        );
+        let mut h = hello("vol-1", "b1");
+        h.secret = "guess".into();
+        assert!(check_hello(&with_secret, &h).unwrap_err().contains("wrong"));
+        h.secret = "s3cret".into();
+        check_hello(&with_secret, &h).unwrap();
     }
 }

@@ -20,6 +20,10 @@ fn server_cfg(listen: &str) -> ServerConfig {
         listen: listen.into(),
         volume_id: "vol-1".into(),
         brick_id: "brick-1".into(),
+        secret: String::new(),
+        allow: vec![],
+        reject: vec![],
+        status_file: None,
         max_inflight: 16,
         handshake_timeout: Duration::from_secs(2),
     }
@@ -31,6 +35,7 @@ fn client_cfg(port: u16) -> ClientConfig {
         port,
         volume_id: "vol-1".into(),
         brick_id: "brick-1".into(),
+        secret: String::new(),
         ping_timeout: Duration::from_millis(800),
         connect_timeout: Duration::from_secs(2),
         frame_timeout: Duration::from_secs(10),
@@ -227,6 +232,7 @@ async fn handshaken(port: u16) -> TcpStream {
         brick_id: String::new(),
         client_name: "raw".into(),
         client_uuid: "raw".into(),
+        secret: String::new(),
     };
     let f = frame::message_frame(FrameKind::Hello, 0, 0, &hello).unwrap();
     frame::write_frame(&mut s, &f).await.unwrap();
@@ -466,4 +472,69 @@ async fn reconnects_and_reopens_files_after_a_brick_restart() {
     wait_up(&client).await;
     client.read(&cx, fd, 0, 10, Xdata::new()).await.unwrap();
     client.stop().await;
+}
+
+async fn start_server_with(cfg: ServerConfig) -> (Arc<Server>, u16) {
+    let leaf = Arc::new(MockLeaf::new());
+    let server = Arc::new(Server::new("srv", vec![leaf], cfg));
+    server.start().await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    (server, port)
+}
+
+#[tokio::test]
+async fn the_volume_secret_and_address_rules_are_enforced() {
+    let dir = tempfile_dir();
+    let status = dir.join("clients");
+    let mut cfg = server_cfg("127.0.0.1:0");
+    cfg.secret = "s3cret".into();
+    cfg.status_file = Some(status.clone());
+    let (_server, port) = start_server_with(cfg).await;
+
+    let without = Client::new("no-secret", client_cfg(port));
+    without.start().await.unwrap();
+    let mut with_cfg = client_cfg(port);
+    with_cfg.secret = "s3cret".into();
+    let with = Client::new("has-secret", with_cfg);
+    with.start().await.unwrap();
+    wait_up(&with).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!without.is_up(), "a client without the secret is refused");
+    let listed = std::fs::read_to_string(&status).unwrap();
+    assert!(
+        listed.contains("has-secret") && !listed.contains("no-secret"),
+        "{listed}"
+    );
+    with.stop().await;
+    without.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        std::fs::read_to_string(&status).unwrap(),
+        "",
+        "disconnected clients leave the list"
+    );
+
+    // 127.0.0.1 is not admitted.
+    let mut cfg = server_cfg("127.0.0.1:0");
+    cfg.allow = vec!["10.0.0.0/8".into()];
+    let (_server, port) = start_server_with(cfg).await;
+    let c = Client::new("c", client_cfg(port));
+    c.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!c.is_up());
+    c.stop().await;
+    let mut cfg = server_cfg("127.0.0.1:0");
+    cfg.reject = vec!["127.0.0.*".into()];
+    let (_server, port) = start_server_with(cfg).await;
+    let c = Client::new("c", client_cfg(port));
+    c.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!c.is_up());
+    c.stop().await;
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cairn-proto-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }

@@ -293,6 +293,8 @@ pub struct Hello {
     pub client_name: String,
     /// A per-process id of the client, for logs.
     pub client_uuid: String,
+    /// The volume's secret, as the client got it with its volfile (empty: none).
+    pub secret: String,
 }
 
 /// The server's answer to an accepted [`Hello`].

@@ -1,0 +1,463 @@
+//! Request and reply types of the management API.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A short human message (the reply of most changes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// What happened.
+    pub message: String,
+}
+
+impl Message {
+    /// A message.
+    pub fn new(m: impl Into<String>) -> Message {
+        Message { message: m.into() }
+    }
+}
+
+/// This node, as `GET /v1/node` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's uuid.
+    pub uuid: String,
+    /// The host name or address other nodes and clients use.
+    pub host: String,
+    /// The management port.
+    pub port: u16,
+    /// The cluster configuration version this node has.
+    pub config_version: u64,
+    /// Nodes in its pool, itself included.
+    pub pool_size: usize,
+}
+
+/// A node of the pool, with whether this node can reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolEntry {
+    /// The node's uuid.
+    pub uuid: String,
+    /// Its host.
+    pub host: String,
+    /// Its management port.
+    pub port: u16,
+    /// Reachable from the node that answered.
+    pub connected: bool,
+    /// The node that answered.
+    pub is_self: bool,
+}
+
+/// `peer probe HOST[:PORT]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerProbe {
+    /// `host` or `host:port`.
+    pub host: String,
+}
+
+/// `peer detach HOST[:PORT] [force]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDetach {
+    /// `host` or `host:port`.
+    pub host: String,
+    /// Remove the node even if it cannot be reached.
+    pub force: bool,
+}
+
+/// `force` for start/stop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Force {
+    /// Skip checks that can be skipped.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `volume create`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeCreate {
+    /// The volume name.
+    pub name: String,
+    /// Copies of each file (1: no replication).
+    pub replica: u32,
+    /// The last brick of each replica set keeps names and metadata only (replica 3).
+    pub arbiter: bool,
+    /// `HOST:/PATH`, in order; consecutive bricks form the replica sets.
+    pub bricks: Vec<String>,
+    /// Accept what is refused by default (replica bricks on one host, bricks on the root
+    /// filesystem).
+    pub force: bool,
+}
+
+/// Whether a volume is serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    /// Created, never started.
+    Created,
+    /// Bricks are running.
+    Started,
+    /// Bricks were stopped.
+    Stopped,
+}
+
+impl fmt::Display for VolumeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VolumeState::Created => "Created",
+            VolumeState::Started => "Started",
+            VolumeState::Stopped => "Stopped",
+        })
+    }
+}
+
+/// How files are spread over bricks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeKind {
+    /// One copy of each file; files hashed over the bricks.
+    Distribute,
+    /// One replica set.
+    Replicate,
+    /// Several replica sets; files hashed over the sets.
+    DistributedReplicate,
+}
+
+impl fmt::Display for VolumeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VolumeKind::Distribute => "Distribute",
+            VolumeKind::Replicate => "Replicate",
+            VolumeKind::DistributedReplicate => "Distributed-Replicate",
+        })
+    }
+}
+
+/// A brick of a volume, as configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickConfig {
+    /// Unique within the volume (`brick-0`, `brick-1`, ...).
+    pub id: String,
+    /// The node's host.
+    pub host: String,
+    /// The brick directory on that node.
+    pub path: String,
+    /// The TCP port its brick process listens on (fixed at creation).
+    pub port: u16,
+    /// Holds names and metadata only.
+    pub arbiter: bool,
+}
+
+impl BrickConfig {
+    /// `HOST:/PATH`.
+    pub fn spec(&self) -> String {
+        format!("{}:{}", self.host, self.path)
+    }
+}
+
+/// A volume's whole configuration, as every node stores it (with its secret: never sent to
+/// anyone outside the pool except inside a client volfile).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeConfig {
+    /// The name.
+    pub name: String,
+    /// A uuid, stamped on every brick.
+    pub id: String,
+    /// Copies per replica set.
+    pub replica: u32,
+    /// Replica sets end with an arbiter brick.
+    pub arbiter: bool,
+    /// The bricks, replica sets consecutive.
+    pub bricks: Vec<BrickConfig>,
+    /// Serving or not.
+    pub state: VolumeState,
+    /// Options set by the operator (key → value); the rest are defaults.
+    pub options: BTreeMap<String, String>,
+    /// Shared by the bricks and the clients that fetched the volfile.
+    pub secret: String,
+    /// The configuration version of the last change to this volume (clients watch it).
+    pub version: u64,
+}
+
+impl VolumeConfig {
+    /// How the volume spreads files.
+    pub fn kind(&self) -> VolumeKind {
+        let groups = self.bricks.len() / (self.replica.max(1) as usize);
+        match (self.replica > 1, groups > 1) {
+            (false, _) => VolumeKind::Distribute,
+            (true, false) => VolumeKind::Replicate,
+            (true, true) => VolumeKind::DistributedReplicate,
+        }
+    }
+
+    /// What `volume info` shows.
+    pub fn info(&self) -> VolumeInfo {
+        VolumeInfo {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            kind: self.kind(),
+            state: self.state,
+            replica: self.replica,
+            arbiter: self.arbiter,
+            bricks: self.bricks.clone(),
+            options: self.options.clone(),
+        }
+    }
+}
+
+/// `volume info`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// The name.
+    pub name: String,
+    /// The volume id.
+    pub id: String,
+    /// Distribute / Replicate / Distributed-Replicate.
+    pub kind: VolumeKind,
+    /// Created / Started / Stopped.
+    pub state: VolumeState,
+    /// Copies per replica set.
+    pub replica: u32,
+    /// With arbiter bricks.
+    pub arbiter: bool,
+    /// The bricks.
+    pub bricks: Vec<BrickConfig>,
+    /// Options changed from their defaults.
+    pub options: BTreeMap<String, String>,
+}
+
+/// `volume set`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionSet {
+    /// The option key (`network.ping-timeout`).
+    pub key: String,
+    /// The new value.
+    pub value: String,
+}
+
+/// `volume reset VOL [KEY]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionReset {
+    /// One key, or all options when `None`.
+    pub key: Option<String>,
+}
+
+/// One option of a volume (`volume get`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionEntry {
+    /// The key.
+    pub key: String,
+    /// The value in effect.
+    pub value: String,
+    /// The default.
+    pub default: String,
+    /// True when the value is the default (not set).
+    pub is_default: bool,
+    /// What it does.
+    pub doc: String,
+}
+
+/// A declared volume option (`GET /v1/options`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionDecl {
+    /// The key.
+    pub key: String,
+    /// Its type and range, in words.
+    pub kind: String,
+    /// The default.
+    pub default: String,
+    /// What it does.
+    pub doc: String,
+    /// The translator it configures (`protocol/client`, ...), or `cairnd`.
+    pub translator: String,
+}
+
+/// Disk figures of a brick (`volume status VOL detail`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickDetail {
+    /// Filesystem size in bytes.
+    pub total_bytes: u64,
+    /// Free bytes.
+    pub free_bytes: u64,
+    /// Total inodes.
+    pub total_inodes: u64,
+    /// Free inodes.
+    pub free_inodes: u64,
+}
+
+/// The state of one brick process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickStatus {
+    /// Its volume.
+    pub volume: String,
+    /// Its id.
+    pub brick_id: String,
+    /// Its node's host.
+    pub host: String,
+    /// Its directory.
+    pub path: String,
+    /// Its port.
+    pub port: u16,
+    /// The process id, when running.
+    pub pid: Option<u32>,
+    /// Running and accepting connections.
+    pub online: bool,
+    /// With `detail`.
+    pub detail: Option<BrickDetail>,
+    /// Client connections, with `clients` (address of each).
+    pub clients: Option<Vec<String>>,
+}
+
+/// `volume status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    /// The volume.
+    pub name: String,
+    /// Its state.
+    pub state: VolumeState,
+    /// Every brick; bricks of unreachable nodes are shown offline.
+    pub bricks: Vec<BrickStatus>,
+}
+
+/// A node's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its uuid (generated once, at first start).
+    pub uuid: String,
+    /// Host name or address.
+    pub host: String,
+    /// Management port.
+    pub port: u16,
+}
+
+impl NodeInfo {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Everything the pool agrees on, versioned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Incremented by every committed change; a node that was away catches up from a peer
+    /// with a higher version.
+    pub version: u64,
+    /// Every node of the pool.
+    pub nodes: Vec<NodeInfo>,
+    /// Every volume.
+    pub volumes: Vec<VolumeConfig>,
+}
+
+/// Sent by a prober to the node it adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The prober.
+    pub from: NodeInfo,
+    /// The pool's secret, which the new node adopts.
+    pub pool_secret: String,
+    /// The host name the prober used to reach the new node (the new node's address in the pool).
+    pub your_host: String,
+    /// The pool's configuration, with the new node already in `nodes`.
+    pub config: ClusterConfig,
+}
+
+/// The joining node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReply {
+    /// The joining node.
+    pub node: NodeInfo,
+}
+
+/// Transaction lock request and release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnLock {
+    /// The transaction's id.
+    pub txn: String,
+    /// The node driving it.
+    pub origin: NodeInfo,
+    /// What it does, for "another transaction is in progress" messages.
+    pub what: String,
+}
+
+/// A granted lock, with the version the node has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnLocked {
+    /// The node.
+    pub node: NodeInfo,
+    /// Its configuration version.
+    pub version: u64,
+}
+
+/// One change to the cluster configuration. Every node applies the same op the same way,
+/// so all identifiers (volume id, secret, brick ids, ports) are chosen by the node that
+/// drives the transaction and travel inside the op.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A node joined.
+    AddNode(NodeInfo),
+    /// A node left.
+    RemoveNode {
+        /// Its uuid.
+        uuid: String,
+    },
+    /// A new volume.
+    CreateVolume(VolumeConfig),
+    /// Start a volume's bricks.
+    StartVolume {
+        /// The volume.
+        name: String,
+        /// Start even if already started (restarts missing bricks).
+        force: bool,
+    },
+    /// Stop a volume's bricks.
+    StopVolume {
+        /// The volume.
+        name: String,
+        /// Stop even if some node fails to.
+        force: bool,
+    },
+    /// Remove a stopped volume.
+    DeleteVolume {
+        /// The volume.
+        name: String,
+    },
+    /// Set or reset options.
+    SetOptions {
+        /// The volume.
+        name: String,
+        /// Options to set.
+        set: BTreeMap<String, String>,
+        /// Options to reset to their defaults (all when `reset_all`).
+        reset: Vec<String>,
+        /// Reset every option.
+        reset_all: bool,
+    },
+}
+
+impl Op {
+    /// A short description for logs and lock messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::AddNode(n) => format!("peer probe {}", n.host),
+            Op::RemoveNode { uuid } => format!("peer detach {uuid}"),
+            Op::CreateVolume(v) => format!("volume create {}", v.name),
+            Op::StartVolume { name, .. } => format!("volume start {name}"),
+            Op::StopVolume { name, .. } => format!("volume stop {name}"),
+            Op::DeleteVolume { name } => format!("volume delete {name}"),
+            Op::SetOptions { name, .. } => format!("volume set/reset {name}"),
+        }
+    }
+}
+
+/// A transaction phase carrying its op.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOp {
+    /// The transaction id.
+    pub txn: String,
+    /// The change.
+    pub op: Op,
+    /// The version the configuration gets when this commits.
+    pub version: u64,
+    /// The operator's `force`: skips the checks that may be skipped (e.g. bricks on the
+    /// root filesystem).
+    pub force: bool,
+}

@@ -1,0 +1,725 @@
+//! The management API over HTTP (routes in `cairn_api::routes`).
+//!
+//! Two listeners share one router: TCP (`--bind`) and the Unix socket in the state
+//! directory (mode 0600). Who may do what:
+//! - reads: anyone (secrets never appear in them);
+//! - configuration changes: the Unix socket (the local root CLI), or a caller presenting the
+//!   pool secret (a pool member);
+//! - peer calls (transactions, state): the pool secret;
+//! - a client volfile (which carries the volume secret): addresses admitted by the volume's
+//!   `auth.allow` / `auth.reject`.
+//!
+//! Every refusal is logged with the caller's address.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use cairn_api::*;
+use serde::Deserialize;
+
+use crate::Daemon;
+use crate::options;
+
+/// Where a request came from.
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// The Unix socket: the local CLI.
+    Local,
+    /// TCP from this address.
+    Remote(SocketAddr),
+}
+
+/// An error reply: a status and a message.
+#[derive(Debug)]
+pub struct ApiErr {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiErr {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiErr {
+        ApiErr {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// Maps a daemon error message to a status.
+    fn from_msg(message: String) -> ApiErr {
+        let status = if message.contains(crate::txn::BUSY) {
+            StatusCode::CONFLICT
+        } else if message.contains("does not exist") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiErr { status, message }
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+type Res<T> = Result<Json<T>, ApiErr>;
+type D = State<Arc<Daemon>>;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn is_pool_member(d: &Daemon, headers: &HeaderMap) -> bool {
+    match (bearer(headers), d.pool_secret()) {
+        (Some(t), Ok(s)) => constant_time_eq(t.as_bytes(), s.as_bytes()),
+        _ => false,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Configuration changes: the local CLI or a pool member.
+fn require_admin(d: &Daemon, access: &Access, headers: &HeaderMap) -> Result<(), ApiErr> {
+    match access {
+        Access::Local => Ok(()),
+        Access::Remote(_) if is_pool_member(d, headers) => Ok(()),
+        Access::Remote(addr) => {
+            tracing::warn!(%addr, "refused a configuration change from outside the pool");
+            Err(ApiErr::new(
+                StatusCode::FORBIDDEN,
+                "configuration changes are accepted only from the local CLI (cairnd's Unix socket) or from pool members",
+            ))
+        }
+    }
+}
+
+/// Peer calls: pool members (or the local socket).
+fn require_peer(d: &Daemon, access: &Access, headers: &HeaderMap) -> Result<(), ApiErr> {
+    match access {
+        Access::Local => Ok(()),
+        Access::Remote(_) if is_pool_member(d, headers) => Ok(()),
+        Access::Remote(addr) => {
+            tracing::warn!(%addr, "refused a peer call without the pool secret");
+            Err(ApiErr::new(
+                StatusCode::FORBIDDEN,
+                "this call is for members of the pool",
+            ))
+        }
+    }
+}
+
+fn ok_msg(m: impl Into<String>) -> Res<Message> {
+    Ok(Json(Message::new(m)))
+}
+
+fn e500(e: String) -> ApiErr {
+    ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+/// The router, before the access layer.
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route(routes::NODE, get(node))
+        .route(routes::POOL, get(pool))
+        .route(routes::PEER_PROBE, post(probe))
+        .route(routes::PEER_DETACH, post(detach))
+        .route(routes::VOLUMES, get(volumes).post(create))
+        .route("/v1/volumes/{name}", get(volume).delete(delete))
+        .route("/v1/volumes/{name}/start", post(start))
+        .route("/v1/volumes/{name}/stop", post(stop))
+        .route("/v1/volumes/{name}/status", get(status))
+        .route(
+            "/v1/volumes/{name}/options",
+            get(options_all).post(set_option),
+        )
+        .route("/v1/volumes/{name}/options/{key}", get(option_one))
+        .route("/v1/volumes/{name}/reset", post(reset))
+        .route("/v1/volumes/{name}/volfile", get(volfile))
+        .route(routes::OPTIONS, get(option_table))
+        .route(routes::PEER_JOIN, post(join))
+        .route(routes::PEER_STATE, get(peer_state))
+        .route(routes::PEER_BRICKS, get(peer_bricks))
+        .route(routes::TXN_LOCK, post(txn_lock))
+        .route(routes::TXN_STAGE, post(txn_stage))
+        .route(routes::TXN_COMMIT, post(txn_commit))
+        .route(routes::TXN_UNLOCK, post(txn_unlock))
+        .with_state(d)
+}
+
+async fn tag_remote(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    req.extensions_mut().insert(Access::Remote(addr));
+    next.run(req).await
+}
+
+/// Serves the API on TCP and on the Unix socket until the process ends.
+pub async fn serve(
+    d: Arc<Daemon>,
+    tcp: tokio::net::TcpListener,
+    unix: tokio::net::UnixListener,
+) -> Result<(), String> {
+    let tcp_app = router(Arc::clone(&d)).layer(axum::middleware::from_fn(tag_remote));
+    let unix_app = router(d).layer(Extension(Access::Local));
+    let tcp = axum::serve(
+        tcp,
+        tcp_app.into_make_service_with_connect_info::<SocketAddr>(),
+    );
+    let unix = axum::serve(unix, unix_app.into_make_service());
+    tokio::select! {
+        r = tcp.into_future() => r.map_err(|e| format!("management API (TCP): {e}")),
+        r = unix.into_future() => r.map_err(|e| format!("management API (socket): {e}")),
+    }
+}
+
+async fn node(State(d): D) -> Res<NodeStatus> {
+    let st = d.snapshot().map_err(e500)?;
+    Ok(Json(NodeStatus {
+        uuid: st.node.uuid.clone(),
+        host: st.node.host.clone(),
+        port: st.node.port,
+        config_version: st.config.version,
+        pool_size: st.config.nodes.len(),
+    }))
+}
+
+async fn pool(State(d): D) -> Res<Vec<PoolEntry>> {
+    let st = d.snapshot().map_err(e500)?;
+    Ok(Json(
+        st.config
+            .nodes
+            .iter()
+            .map(|n| PoolEntry {
+                uuid: n.uuid.clone(),
+                host: n.host.clone(),
+                port: n.port,
+                is_self: n.uuid == st.node.uuid,
+                connected: n.uuid == st.node.uuid || d.is_reachable(&n.uuid),
+            })
+            .collect(),
+    ))
+}
+
+async fn probe(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(req): Json<PeerProbe>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    d.probe(&req.host)
+        .await
+        .map(Message::new)
+        .map(Json)
+        .map_err(ApiErr::from_msg)
+}
+
+async fn detach(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(req): Json<PeerDetach>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    d.detach(&req.host, req.force)
+        .await
+        .map(Message::new)
+        .map(Json)
+        .map_err(ApiErr::from_msg)
+}
+
+fn find_volume(d: &Daemon, name: &str) -> Result<VolumeConfig, ApiErr> {
+    d.config()
+        .map_err(e500)?
+        .volumes
+        .into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::NOT_FOUND,
+                format!("volume {name} does not exist"),
+            )
+        })
+}
+
+async fn volumes(State(d): D) -> Res<Vec<VolumeInfo>> {
+    Ok(Json(
+        d.config()
+            .map_err(e500)?
+            .volumes
+            .iter()
+            .map(VolumeConfig::info)
+            .collect(),
+    ))
+}
+
+async fn volume(State(d): D, Path(name): Path<String>) -> Res<VolumeInfo> {
+    Ok(Json(find_volume(&d, &name)?.info()))
+}
+
+async fn create(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(req): Json<VolumeCreate>,
+) -> Res<VolumeInfo> {
+    require_admin(&d, &a, &h)?;
+    let ports = d.cfg.brick_ports;
+    let what = format!("volume create {}", req.name);
+    let r = req.clone();
+    d.transact(what, req.force, move |cfg, version| {
+        crate::ops::build_create(cfg, &r, ports, version).map(Op::CreateVolume)
+    })
+    .await
+    .map_err(ApiErr::from_msg)?;
+    tracing::info!(volume = %req.name, "volume created");
+    Ok(Json(find_volume(&d, &req.name)?.info()))
+}
+
+async fn simple_op(d: &Daemon, what: String, force: bool, op: Op) -> Res<Message> {
+    d.transact(what, force, move |_, _| Ok(op))
+        .await
+        .map_err(ApiErr::from_msg)?;
+    ok_msg("success")
+}
+
+async fn start(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(f): Json<Force>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    simple_op(
+        &d,
+        format!("volume start {name}"),
+        f.force,
+        Op::StartVolume {
+            name,
+            force: f.force,
+        },
+    )
+    .await
+}
+
+async fn stop(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(f): Json<Force>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    simple_op(
+        &d,
+        format!("volume stop {name}"),
+        f.force,
+        Op::StopVolume {
+            name,
+            force: f.force,
+        },
+    )
+    .await
+}
+
+async fn delete(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    simple_op(
+        &d,
+        format!("volume delete {name}"),
+        false,
+        Op::DeleteVolume { name },
+    )
+    .await
+}
+
+async fn set_option(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<OptionSet>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    // Checked here too, so a typo gets its message without a transaction.
+    options::validate(&req.key, &req.value).map_err(ApiErr::from_msg)?;
+    let mut set = BTreeMap::new();
+    set.insert(req.key.clone(), req.value.clone());
+    let op = Op::SetOptions {
+        name: name.clone(),
+        set,
+        reset: vec![],
+        reset_all: false,
+    };
+    simple_op(&d, format!("volume set {name} {}", req.key), false, op).await
+}
+
+async fn reset(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<OptionReset>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let op = Op::SetOptions {
+        name: name.clone(),
+        set: BTreeMap::new(),
+        reset: req.key.iter().cloned().collect(),
+        reset_all: req.key.is_none(),
+    };
+    if let Some(k) = &req.key
+        && options::find(k).is_none()
+    {
+        return Err(ApiErr::from_msg(format!("option '{k}' does not exist")));
+    }
+    simple_op(&d, format!("volume reset {name}"), false, op).await
+}
+
+fn option_entry(v: &VolumeConfig, o: &options::VolOption) -> OptionEntry {
+    let set = v.options.get(o.key);
+    OptionEntry {
+        key: o.key.to_string(),
+        value: set.cloned().unwrap_or_else(|| o.default.to_string()),
+        default: o.default.to_string(),
+        is_default: set.is_none(),
+        doc: o.doc.to_string(),
+    }
+}
+
+async fn options_all(State(d): D, Path(name): Path<String>) -> Res<Vec<OptionEntry>> {
+    let v = find_volume(&d, &name)?;
+    Ok(Json(
+        options::OPTIONS
+            .iter()
+            .map(|o| option_entry(&v, o))
+            .collect(),
+    ))
+}
+
+async fn option_one(State(d): D, Path((name, key)): Path<(String, String)>) -> Res<OptionEntry> {
+    let v = find_volume(&d, &name)?;
+    let o = options::find(&key)
+        .ok_or_else(|| ApiErr::from_msg(format!("option '{key}' does not exist")))?;
+    Ok(Json(option_entry(&v, o)))
+}
+
+async fn option_table() -> Res<Vec<OptionDecl>> {
+    Ok(Json(
+        options::OPTIONS
+            .iter()
+            .map(|o| OptionDecl {
+                key: o.key.to_string(),
+                kind: o.kind.describe(),
+                default: o.default.to_string(),
+                doc: o.doc.to_string(),
+                translator: o
+                    .targets
+                    .iter()
+                    .map(|t| match t {
+                        options::Target::Client { xlator, .. }
+                        | options::Target::Brick { xlator, .. } => (*xlator).to_string(),
+                        options::Target::Daemon => "cairnd".to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct VolfileQuery {
+    role: Option<String>,
+    wait_version: Option<u64>,
+}
+
+/// How long a volfile request waits for a change before answering with the same version.
+const LONG_POLL: Duration = Duration::from_secs(25);
+
+async fn volfile(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    Path(name): Path<String>,
+    Query(q): Query<VolfileQuery>,
+) -> Result<Response, ApiErr> {
+    if q.role.as_deref().unwrap_or("client") != "client" {
+        return Err(ApiErr::new(
+            StatusCode::BAD_REQUEST,
+            "only role=client volfiles are served",
+        ));
+    }
+    let mut v = find_volume(&d, &name)?;
+    if let Access::Remote(addr) = &a {
+        let allow: Vec<String> =
+            split_list(options::effective(&v.options, "auth.allow").unwrap_or("*"));
+        let reject: Vec<String> =
+            split_list(options::effective(&v.options, "auth.reject").unwrap_or(""));
+        if !cairn_translators::protocol::auth::admitted(addr.ip(), &allow, &reject) {
+            tracing::warn!(%addr, volume = %name, "refused a volfile request (auth.allow / auth.reject)");
+            return Err(ApiErr::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "address {} is not allowed to mount volume {name} (auth.allow / auth.reject)",
+                    addr.ip()
+                ),
+            ));
+        }
+    }
+    if let Some(wait) = q.wait_version {
+        let mut rx = d.watch_version();
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        while v.version == wait {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => v = find_volume(&d, &name)?,
+                _ => break,
+            }
+        }
+    }
+    if v.state != VolumeState::Started {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("volume {name} is not started"),
+        ));
+    }
+    let text = cairn_volfiles::emit(&crate::volgen::client_volfile(&v))
+        .map_err(|e| e500(e.to_string()))?;
+    let mut resp = text.into_response();
+    if let Ok(val) = HeaderValue::from_str(&v.version.to_string()) {
+        resp.headers_mut().insert(VERSION_HEADER, val);
+    }
+    Ok(resp)
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+struct StatusQuery {
+    #[serde(default)]
+    detail: bool,
+    #[serde(default)]
+    clients: bool,
+}
+
+async fn status(
+    State(d): D,
+    Path(name): Path<String>,
+    Query(q): Query<StatusQuery>,
+) -> Res<VolumeStatus> {
+    let v = find_volume(&d, &name)?;
+    let me = d.me().map_err(e500)?;
+    let nodes = d.config().map_err(e500)?.nodes;
+    let query = format!(
+        "{}?detail={}&clients={}",
+        routes::PEER_BRICKS,
+        q.detail,
+        q.clients
+    );
+    let mut all: Vec<BrickStatus> = Vec::new();
+    let reports = futures::future::join_all(
+        nodes
+            .iter()
+            .filter(|n| v.bricks.iter().any(|b| b.host == n.host))
+            .map(|n| {
+                let d = Arc::clone(&d);
+                let query = query.clone();
+                let is_me = n.uuid == me.uuid;
+                let n = n.clone();
+                async move {
+                    if is_me {
+                        Ok(d.local_brick_status(q.detail, q.clients).await)
+                    } else {
+                        let c = cairn_api::Client::new(Endpoint::Tcp(n.addr()))
+                            .with_timeout(Duration::from_secs(3));
+                        c.get::<Vec<BrickStatus>>(&query)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            }),
+    )
+    .await;
+    for r in reports.into_iter().flatten() {
+        all.extend(r);
+    }
+    let bricks = v
+        .bricks
+        .iter()
+        .map(|b| {
+            all.iter()
+                .find(|s| s.volume == v.name && s.brick_id == b.id)
+                .cloned()
+                .unwrap_or(BrickStatus {
+                    volume: v.name.clone(),
+                    brick_id: b.id.clone(),
+                    host: b.host.clone(),
+                    path: b.path.clone(),
+                    port: b.port,
+                    pid: None,
+                    online: false,
+                    detail: None,
+                    clients: None,
+                })
+        })
+        .collect();
+    Ok(Json(VolumeStatus {
+        name: v.name.clone(),
+        state: v.state,
+        bricks,
+    }))
+}
+
+async fn peer_bricks(State(d): D, Query(q): Query<StatusQuery>) -> Res<Vec<BrickStatus>> {
+    Ok(Json(d.local_brick_status(q.detail, q.clients).await))
+}
+
+async fn join(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    Json(req): Json<JoinRequest>,
+) -> Res<JoinReply> {
+    tracing::info!(from = %req.from.host, access = ?a, "join request");
+    d.join(req).map(Json).map_err(ApiErr::from_msg)
+}
+
+async fn peer_state(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+) -> Res<ClusterConfig> {
+    require_peer(&d, &a, &h)?;
+    d.config().map(Json).map_err(e500)
+}
+
+async fn txn_lock(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(req): Json<TxnLock>,
+) -> Res<TxnLocked> {
+    require_peer(&d, &a, &h)?;
+    d.txn_lock(&req).map(Json).map_err(ApiErr::from_msg)
+}
+
+async fn txn_unlock(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(req): Json<TxnLock>,
+) -> Res<Message> {
+    require_peer(&d, &a, &h)?;
+    d.txn_unlock(&req.txn);
+    ok_msg("unlocked")
+}
+
+async fn txn_stage(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(t): Json<TxnOp>,
+) -> Res<Message> {
+    require_peer(&d, &a, &h)?;
+    d.txn_stage(&t).map_err(ApiErr::from_msg)?;
+    ok_msg("staged")
+}
+
+async fn txn_commit(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Json(t): Json<TxnOp>,
+) -> Res<Message> {
+    require_peer(&d, &a, &h)?;
+    d.txn_commit(&t).await.map_err(ApiErr::from_msg)?;
+    ok_msg("committed")
+}
+
+impl Daemon {
+    /// The state of this node's bricks.
+    pub async fn local_brick_status(&self, detail: bool, clients: bool) -> Vec<BrickStatus> {
+        let Ok(st) = self.snapshot() else {
+            return Vec::new();
+        };
+        let listen = self.listen_ip();
+        let connect_ip = if listen == "0.0.0.0" || listen == "::" {
+            "127.0.0.1".to_string()
+        } else {
+            listen
+        };
+        let mut out = Vec::new();
+        for v in &st.config.volumes {
+            for b in v.bricks.iter().filter(|b| b.host == st.node.host) {
+                let key = format!("{}/{}", v.name, b.id);
+                let pid = self.supervisor.pid(&key);
+                let online = pid.is_some()
+                    && tokio::time::timeout(
+                        Duration::from_millis(500),
+                        tokio::net::TcpStream::connect((connect_ip.as_str(), b.port)),
+                    )
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                let detail = detail
+                    .then(|| rustix::fs::statvfs(b.path.as_str()).ok())
+                    .flatten()
+                    .map(|s| BrickDetail {
+                        total_bytes: s.f_blocks * s.f_frsize,
+                        free_bytes: s.f_bavail * s.f_frsize,
+                        total_inodes: s.f_files,
+                        free_inodes: s.f_ffree,
+                    });
+                let clients = clients.then(|| {
+                    std::fs::read_to_string(self.supervisor.files(&v.name, &b.id).clients)
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.split('\t').next().map(str::to_string))
+                        .filter(|a| !a.is_empty())
+                        .collect()
+                });
+                out.push(BrickStatus {
+                    volume: v.name.clone(),
+                    brick_id: b.id.clone(),
+                    host: b.host.clone(),
+                    path: b.path.clone(),
+                    port: b.port,
+                    pid,
+                    online,
+                    detail,
+                    clients,
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,247 @@
+//! The table of volume options (`volume set VOL KEY VALUE`), declared once.
+//!
+//! Each option has a typed kind (checked with the same parser as volfile options), a
+//! default, a description, and where it goes: translator options in the generated client
+//! and/or brick graphs, or the daemon itself. Validation, volgen, `volume get`, `volume set
+//! help` and the generated table in `docs/reference/volume-options.md` all read this table.
+
+use cairn_volfiles::OptionKind;
+
+/// Where an option takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An option of translator type `xlator` in client graphs.
+    Client {
+        /// Translator type.
+        xlator: &'static str,
+        /// Its option key.
+        key: &'static str,
+    },
+    /// An option of translator type `xlator` in brick graphs.
+    Brick {
+        /// Translator type.
+        xlator: &'static str,
+        /// Its option key.
+        key: &'static str,
+    },
+    /// Read by `cairnd` itself.
+    Daemon,
+}
+
+/// An extra check of a value beyond its kind.
+pub type Check = fn(&str) -> Result<(), String>;
+
+/// One volume option.
+#[derive(Clone, Copy, Debug)]
+pub struct VolOption {
+    /// The key (`network.ping-timeout`).
+    pub key: &'static str,
+    /// Its type and range.
+    pub kind: OptionKind,
+    /// The default value.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+    /// Where it goes (one or more places).
+    pub targets: &'static [Target],
+    /// Extra check beyond the kind.
+    pub check: Option<Check>,
+}
+
+fn check_auth_rules(value: &str) -> Result<(), String> {
+    for rule in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        cairn_translators::protocol::auth::check_rule(rule)?;
+    }
+    Ok(())
+}
+
+/// Every volume option.
+pub const OPTIONS: &[VolOption] = &[
+    VolOption {
+        key: "auth.allow",
+        kind: OptionKind::List(&[]),
+        default: "*",
+        doc: "Client addresses that may mount the volume and connect to its bricks: '*', addresses, wildcards like 10.1.*.*, CIDR blocks like 10.0.0.0/8; comma-separated.",
+        targets: &[
+            Target::Brick {
+                xlator: "protocol/server",
+                key: "auth-allow",
+            },
+            Target::Daemon,
+        ],
+        check: Some(check_auth_rules),
+    },
+    VolOption {
+        key: "auth.reject",
+        kind: OptionKind::List(&[]),
+        default: "",
+        doc: "Client addresses refused even when auth.allow admits them (same forms).",
+        targets: &[
+            Target::Brick {
+                xlator: "protocol/server",
+                key: "auth-reject",
+            },
+            Target::Daemon,
+        ],
+        check: Some(check_auth_rules),
+    },
+    VolOption {
+        key: "network.ping-timeout",
+        kind: OptionKind::Duration {
+            min_ms: 1_000,
+            max_ms: 3_600_000,
+        },
+        default: "10s",
+        doc: "A brick that answers nothing for this long is declared down; its operations fail with ENOTCONN instead of waiting.",
+        targets: &[Target::Client {
+            xlator: "protocol/client",
+            key: "ping-timeout",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "network.frame-timeout",
+        kind: OptionKind::Duration {
+            min_ms: 1_000,
+            max_ms: 86_400_000,
+        },
+        default: "1800s",
+        doc: "An operation without an answer after this long fails with ETIMEDOUT.",
+        targets: &[Target::Client {
+            xlator: "protocol/client",
+            key: "frame-timeout",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "diagnostics.latency-measurement",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "Measure the latency of every operation in io-stats (clients and bricks).",
+        targets: &[
+            Target::Client {
+                xlator: "debug/io-stats",
+                key: "latency-measurement",
+            },
+            Target::Brick {
+                xlator: "debug/io-stats",
+                key: "latency-measurement",
+            },
+        ],
+        check: None,
+    },
+    VolOption {
+        key: "server.max-inflight",
+        kind: OptionKind::Int { min: 1, max: 65536 },
+        default: "256",
+        doc: "Operations a brick executes at once for one client connection.",
+        targets: &[Target::Brick {
+            xlator: "protocol/server",
+            key: "max-inflight",
+        }],
+        check: None,
+    },
+];
+
+/// The option with this key.
+pub fn find(key: &str) -> Option<&'static VolOption> {
+    OPTIONS.iter().find(|o| o.key == key)
+}
+
+/// Checks a key and value; the error says what is allowed.
+pub fn validate(key: &str, value: &str) -> Result<(), String> {
+    let opt = find(key).ok_or_else(|| {
+        let mut keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+        keys.sort_unstable();
+        format!(
+            "option '{key}' does not exist; volume options are: {}",
+            keys.join(", ")
+        )
+    })?;
+    opt.kind
+        .parse(value)
+        .map_err(|e| format!("option '{key}': {e}"))?;
+    if let Some(check) = opt.check {
+        check(value).map_err(|e| format!("option '{key}': {e}"))?;
+    }
+    Ok(())
+}
+
+/// The value in effect: set by the operator, or the default.
+pub fn effective<'a>(
+    set: &'a std::collections::BTreeMap<String, String>,
+    key: &str,
+) -> Option<&'a str> {
+    set.get(key)
+        .map(String::as_str)
+        .or_else(|| find(key).map(|o| o.default))
+}
+
+/// The Markdown table of every option (for docs/reference/volume-options.md).
+pub fn render_reference() -> String {
+    let mut out = String::from(
+        "# Volume option reference\n\nSet with `cairn volume set VOL KEY VALUE`, read with `cairn volume get VOL KEY|all`, \
+         undo with `cairn volume reset VOL [KEY]`. Generated from the option table in \
+         `daemon/src/options.rs`; do not edit by hand.\n\n\
+         | key | type | default | applies to | description |\n| --- | --- | --- | --- | --- |\n",
+    );
+    let mut opts: Vec<&VolOption> = OPTIONS.iter().collect();
+    opts.sort_by_key(|o| o.key);
+    for o in opts {
+        let targets: Vec<String> = o
+            .targets
+            .iter()
+            .map(|t| match t {
+                Target::Client { xlator, key } => format!("client `{xlator}` `{key}`"),
+                Target::Brick { xlator, key } => format!("brick `{xlator}` `{key}`"),
+                Target::Daemon => "cairnd".to_string(),
+            })
+            .collect();
+        let default = if o.default.is_empty() {
+            "*(empty)*".to_string()
+        } else {
+            format!("`{}`", o.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            o.key,
+            o.kind.describe(),
+            default,
+            targets.join(", "),
+            o.doc.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_keys_unique() {
+        let mut keys = std::collections::BTreeSet::new();
+        for o in OPTIONS {
+            validate(o.key, o.default).unwrap_or_else(|e| panic!("{}: {e}", o.key));
+            assert!(keys.insert(o.key), "duplicate {}", o.key);
+        }
+    }
+
+    #[test]
+    fn bad_keys_and_values_say_what_is_allowed() {
+        let e = validate("network.ping-timout", "5").unwrap_err();
+        assert!(
+            e.contains("does not exist") && e.contains("network.ping-timeout"),
+            "{e}"
+        );
+        let e = validate("network.ping-timeout", "fast").unwrap_err();
+        assert!(
+            e.contains("network.ping-timeout") && e.contains("duration"),
+            "{e}"
+        );
+        let e = validate("auth.allow", "10.0.0.0/99").unwrap_err();
+        assert!(e.contains("prefix length"), "{e}");
+        validate("auth.allow", "10.1.*.*, 192.168.0.0/16").unwrap();
+        validate("network.ping-timeout", "5").unwrap();
+    }
+}

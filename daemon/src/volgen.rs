@@ -1,0 +1,184 @@
+//! Volfile generation: the brick graph of each brick, and the client graph of a volume.
+//!
+//! Brick: `protocol/server → debug/io-stats → features/locks → storage/posix`.
+//!
+//! Client: one `protocol/client` per brick; with `replica N` every N consecutive bricks are
+//! grouped under a `cluster/replicate`; several groups go under a `cluster/distribute`;
+//! `debug/io-stats` on top. Volume options land on the translators the option table names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cairn_api::{BrickConfig, VolumeConfig};
+use cairn_volfiles::{FORMAT_VERSION, NodeSpec, Role, Volfile};
+
+use crate::options::{self, Target};
+
+fn node(
+    name: String,
+    type_name: &str,
+    options: BTreeMap<String, String>,
+    subvolumes: Vec<String>,
+) -> NodeSpec {
+    NodeSpec {
+        name,
+        type_name: type_name.to_string(),
+        options,
+        subvolumes,
+    }
+}
+
+fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// Adds the volume options that target `xlator` on this side of the volume.
+fn apply_options(
+    vol: &VolumeConfig,
+    brick_side: bool,
+    xlator: &str,
+    into: &mut BTreeMap<String, String>,
+) {
+    for o in options::OPTIONS {
+        let Some(value) = options::effective(&vol.options, o.key) else {
+            continue;
+        };
+        for t in o.targets {
+            match *t {
+                Target::Client { xlator: x, key } if !brick_side && x == xlator => {
+                    into.insert(key.to_string(), value.to_string());
+                }
+                Target::Brick { xlator: x, key } if brick_side && x == xlator => {
+                    into.insert(key.to_string(), value.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The brick volfile of `brick`. `listen_ip` is the address the brick binds (the node's);
+/// `status_file` where it lists its clients.
+pub fn brick_volfile(
+    vol: &VolumeConfig,
+    brick: &BrickConfig,
+    listen_ip: &str,
+    status_file: &Path,
+) -> Volfile {
+    let v = &vol.name;
+    let b = &brick.id;
+    let posix = format!("{v}-{b}-posix");
+    let locks = format!("{v}-{b}-locks");
+    let stats = format!("{v}-{b}-io-stats");
+    let server = format!("{v}-{b}-server");
+    let mut stats_opts = BTreeMap::new();
+    apply_options(vol, true, "debug/io-stats", &mut stats_opts);
+    let listen = if listen_ip.contains(':') {
+        format!("[{listen_ip}]:{}", brick.port)
+    } else {
+        format!("{listen_ip}:{}", brick.port)
+    };
+    let mut server_opts = opts(&[
+        ("listen", &listen),
+        ("volume-id", &vol.id),
+        ("brick-id", b),
+        ("auth-secret", &vol.secret),
+        ("status-file", &status_file.display().to_string()),
+    ]);
+    apply_options(vol, true, "protocol/server", &mut server_opts);
+    Volfile {
+        version: FORMAT_VERSION,
+        volume: v.clone(),
+        role: Role::Brick,
+        top: server.clone(),
+        graph: vec![
+            node(
+                posix.clone(),
+                "storage/posix",
+                opts(&[
+                    ("directory", &brick.path),
+                    ("volume-id", &vol.id),
+                    ("brick-id", b),
+                    ("init", "off"),
+                ]),
+                vec![],
+            ),
+            node(
+                locks.clone(),
+                "features/locks",
+                BTreeMap::new(),
+                vec![posix],
+            ),
+            node(stats.clone(), "debug/io-stats", stats_opts, vec![locks]),
+            node(server, "protocol/server", server_opts, vec![stats]),
+        ],
+    }
+}
+
+/// The client volfile of a volume.
+pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
+    let v = &vol.name;
+    let mut graph = Vec::new();
+    let mut leaves = Vec::new();
+    for (i, brick) in vol.bricks.iter().enumerate() {
+        let name = format!("{v}-client-{i}");
+        let port = brick.port.to_string();
+        let mut o = opts(&[
+            ("remote-host", &brick.host),
+            ("remote-port", &port),
+            ("volume-id", &vol.id),
+            ("remote-brick", &brick.id),
+            ("auth-secret", &vol.secret),
+        ]);
+        apply_options(vol, false, "protocol/client", &mut o);
+        graph.push(node(name.clone(), "protocol/client", o, vec![]));
+        leaves.push(name);
+    }
+    let replica = vol.replica.max(1) as usize;
+    let groups: Vec<String> = if replica > 1 {
+        leaves
+            .chunks(replica)
+            .enumerate()
+            .map(|(g, members)| {
+                let name = format!("{v}-replicate-{g}");
+                let mut o = BTreeMap::new();
+                if vol.arbiter {
+                    o.insert("arbiter-count".to_string(), "1".to_string());
+                }
+                apply_options(vol, false, "cluster/replicate", &mut o);
+                graph.push(node(name.clone(), "cluster/replicate", o, members.to_vec()));
+                name
+            })
+            .collect()
+    } else {
+        leaves
+    };
+    let below_stats = if groups.len() > 1 {
+        let name = format!("{v}-dht");
+        let mut o = BTreeMap::new();
+        apply_options(vol, false, "cluster/distribute", &mut o);
+        graph.push(node(name.clone(), "cluster/distribute", o, groups));
+        name
+    } else {
+        groups.into_iter().next().unwrap_or_default()
+    };
+    let top = format!("{v}-io-stats");
+    let mut stats_opts = BTreeMap::new();
+    apply_options(vol, false, "debug/io-stats", &mut stats_opts);
+    graph.push(node(
+        top.clone(),
+        "debug/io-stats",
+        stats_opts,
+        vec![below_stats],
+    ));
+    Volfile {
+        version: FORMAT_VERSION,
+        volume: v.clone(),
+        role: Role::Client,
+        top,
+        graph,
+    }
+}
