@@ -1,5 +1,5 @@
 //! The default brick graph, as a volfile:
-//! `protocol/server → debug/io-stats → features/locks → storage/posix`.
+//! `protocol/server → debug/io-stats → features/index → features/locks → storage/posix`.
 //!
 //! `cairn-brickd --directory …` serves this graph; the management daemon generates the same
 //! shape for each brick of a volume.
@@ -43,6 +43,7 @@ pub fn brick_volfile(spec: &BrickSpec<'_>) -> Volfile {
     let v = spec.volume;
     let posix = format!("{v}-posix");
     let locks = format!("{v}-locks");
+    let index = format!("{v}-index");
     let stats = format!("{v}-io-stats");
     let server = format!("{v}-server");
     Volfile {
@@ -63,7 +64,16 @@ pub fn brick_volfile(spec: &BrickSpec<'_>) -> Volfile {
                 None,
             ),
             node(locks.clone(), "features/locks", &[], Some(&posix)),
-            node(stats.clone(), "debug/io-stats", &[], Some(&locks)),
+            node(
+                index.clone(),
+                "features/index",
+                &[(
+                    "directory",
+                    spec.directory.join(".cairn/indices").display().to_string(),
+                )],
+                Some(&locks),
+            ),
+            node(stats.clone(), "debug/io-stats", &[], Some(&index)),
             node(
                 server,
                 "protocol/server",

@@ -82,6 +82,7 @@ fn the_default_brick_graph_validates() {
         [
             "storage/posix",
             "features/locks",
+            "features/index",
             "debug/io-stats",
             "protocol/server"
         ]

@@ -31,8 +31,11 @@ fn new_entry(loc: &Loc) -> FopResult<(Gfid, &str, Gfid)> {
 }
 
 impl Store {
-    pub(crate) fn lookup(&self, loc: &Loc) -> FopResult<Entry> {
-        let (_, iatt) = self.stat_loc(loc).map_err(|e| {
+    /// Lookup; with xdata key [`cairn_translators::types::LOOKUP_XATTR_PREFIX`] the reply carries every xattr whose name
+    /// starts with its value (replication asks for its counters this way, in the same
+    /// round trip).
+    pub(crate) fn lookup(&self, loc: &Loc, xdata: &Xdata) -> FopResult<Entry> {
+        let (path, iatt) = self.stat_loc(loc).map_err(|e| {
             // `.cairn` at the root does not exist as far as clients know.
             if e.errno == libc::EPERM {
                 FopError::new(libc::ENOENT, e.msg)
@@ -40,10 +43,20 @@ impl Store {
                 e
             }
         })?;
-        Ok(Entry {
-            iatt,
-            xdata: Xdata::new(),
-        })
+        let mut reply = Xdata::new();
+        if let Some(prefix) = xdata
+            .get(cairn_translators::types::LOOKUP_XATTR_PREFIX)
+            .and_then(|p| std::str::from_utf8(p).ok())
+        {
+            for (k, v) in self
+                .getxattr_path(&path)?
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+            {
+                reply.set(k.clone(), v.clone());
+            }
+        }
+        Ok(Entry { iatt, xdata: reply })
     }
 
     /// Gives a freshly created object its gfid, owner and handle; removes it on failure.

@@ -300,6 +300,18 @@ impl Store {
         Ok(out)
     }
 
+    /// All xattrs of a path (used when the object was found by name).
+    pub(crate) fn getxattr_path(&self, path: &Path) -> FopResult<Xdata> {
+        let obj = Obj::Path(path.to_path_buf(), Gfid::NULL);
+        let mut out = Xdata::new();
+        for n in list_xattrs(&obj)? {
+            if let Ok(v) = get_xattr(&obj, &n) {
+                out.set(n, v);
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn removexattr(&self, target: &Target, name: &str) -> FopResult<()> {
         if protected(name) {
             return Err(FopError::new(

@@ -139,8 +139,8 @@ impl Posix {
 impl Translator for Posix {
     cairn_translators::xlator_base!();
 
-    async fn lookup(&self, _cx: &Cx, loc: Loc, _xdata: Xdata) -> FopResult<Entry> {
-        self.run(move |s| s.lookup(&loc)).await
+    async fn lookup(&self, _cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<Entry> {
+        self.run(move |s| s.lookup(&loc, &xdata)).await
     }
 
     async fn stat(&self, _cx: &Cx, target: Target, _xdata: Xdata) -> FopResult<Iatt> {

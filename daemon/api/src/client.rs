@@ -129,6 +129,7 @@ pub struct Client {
     endpoint: Endpoint,
     token: Option<String>,
     timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Client {
@@ -138,7 +139,15 @@ impl Client {
             endpoint,
             token: None,
             timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Sets the time allowed to establish the connection (a host that drops packets is
+    /// given up on this fast, whatever the call's own limit).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Client {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Sends `Authorization: Bearer <token>` (the pool secret) with every call.

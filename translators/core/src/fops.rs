@@ -91,7 +91,8 @@ macro_rules! with_fops {
             /// Finds the next data or hole at or after `offset`.
             fn lseek / Lseek (fd: $crate::types::Fd, offset: u64, whence: $crate::types::Whence, xdata: $crate::types::Xdata) -> u64;
             /// Several fops executed in order as one request; stops at the first failure
-            /// (the rest report `ECANCELED`). Later fops may use an `Fd` an earlier one opened.
+            /// (the rest report `ECANCELED`, but unlocks and releases still run). Later fops
+            /// may use an `Fd` an earlier one opened.
             fn compound / Compound (ops: $crate::wire::Batch<$crate::wire::Request>) -> $crate::wire::Batch<$crate::wire::CompoundResult>;
         }
     };

@@ -52,7 +52,7 @@ impl Registry {
     }
 
     /// The types this crate provides: `protocol/client`, `protocol/server`, `debug/io-stats`,
-    /// `debug/error-gen`, `features/locks`.
+    /// `debug/error-gen`, `features/locks`, `features/index`, `cluster/replicate`.
     pub fn builtin() -> Registry {
         let mut r = Registry::new();
         r.register(crate::protocol::client::TYPE);
@@ -60,6 +60,8 @@ impl Registry {
         r.register(crate::debug::io_stats::TYPE);
         r.register(crate::debug::error_gen::TYPE);
         r.register(crate::features::locks::TYPE);
+        r.register(crate::features::index::TYPE);
+        r.register(crate::cluster::afr::TYPE);
         r
     }
 

@@ -13,14 +13,16 @@
 //!   requests, and [`wire::frame`], the byte format with its size limits.
 //! - [`graph`]: the registry of translator types and the graph builder.
 //! - [`protocol`]: `protocol/client` and `protocol/server`.
+//! - [`cluster`](crate::cluster): `cluster/replicate`.
 //! - [`debug`]: `debug/io-stats` and `debug/error-gen`.
-//! - [`features`](crate::features): `features/locks`.
+//! - [`features`](crate::features): `features/locks`, `features/index`.
 //! - `testing` (tests, or the `testing` feature): a recording mock leaf and the pass-through
 //!   conformance suite.
 //!
 //! Layering: this crate depends only on `cairn-volfiles`. The brick's storage translator
 //! (`storage/posix`) lives in `cairn-bricks`, the FUSE edge in `cairn-fuse`.
 
+pub mod cluster;
 pub mod debug;
 pub mod error;
 pub mod features;

@@ -444,6 +444,11 @@ impl Xdata {
     }
 }
 
+/// Lookup xdata key: the brick returns, in the reply's xdata, every xattr of the object whose
+/// name starts with this key's value (replication reads its counters this way, in the same
+/// round trip as the lookup).
+pub const LOOKUP_XATTR_PREFIX: &str = "cairn.xattr-prefix";
+
 /// Who is calling: credentials of the application behind the operation, and its lock owner.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Cx {

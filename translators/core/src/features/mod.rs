@@ -1,3 +1,4 @@
-//! Feature translators of the brick graph. Today: `features/locks`.
+//! Feature translators of the brick graph: `features/locks`, `features/index`.
 
+pub mod index;
 pub mod locks;

@@ -384,7 +384,12 @@ impl Shared {
             conn.fail_all(reason);
         }
         if self.up.swap(false, Ordering::SeqCst) {
-            tracing::warn!(client = %self.name, brick = %format!("{}:{}", self.cfg.host, self.cfg.port), %reason, "brick disconnected");
+            let brick = format!("{}:{}", self.cfg.host, self.cfg.port);
+            if self.stopping.load(Ordering::SeqCst) {
+                tracing::info!(client = %self.name, %brick, "disconnected from brick (client stopped)");
+            } else {
+                tracing::warn!(client = %self.name, %brick, %reason, "brick disconnected");
+            }
             self.base.notify_parents(&Event::ChildDown {
                 origin: self.name.clone(),
                 reason: reason.to_string(),

@@ -514,7 +514,7 @@ impl ConnCtx {
                 let mut results: Vec<CompoundResult> = Vec::with_capacity(ops.0.len());
                 let mut failed = false;
                 for op in ops.0 {
-                    let r = if failed {
+                    let r = if failed && !crate::wire::is_cleanup(&op) {
                         Err(FopError::new(
                             libc::ECANCELED,
                             "not run: an earlier fop in the compound failed",

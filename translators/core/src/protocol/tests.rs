@@ -188,7 +188,8 @@ async fn compound_create_write_release_is_one_request_with_a_shared_fd() {
     }
     assert_eq!(client.open_files(), 0, "released in the same compound");
 
-    // After a failure the rest is cancelled.
+    // After a failure the rest is cancelled, except cleanup steps (release), which still
+    // run so nothing stays open.
     leaf.fail_next(libc::EEXIST);
     let fd = Fd::new(Gfid::random(), libc::O_WRONLY);
     let results = client
@@ -203,6 +204,12 @@ async fn compound_create_write_release_is_one_request_with_a_shared_fd() {
                     fd: fd.clone(),
                     xdata: Xdata::new(),
                 },
+                Request::Write {
+                    fd: fd.clone(),
+                    offset: 0,
+                    data: Payload::new(vec![1u8; 10]),
+                    xdata: Xdata::new(),
+                },
                 Request::Release { fd },
             ]),
         )
@@ -210,6 +217,12 @@ async fn compound_create_write_release_is_one_request_with_a_shared_fd() {
         .unwrap();
     assert_eq!(results.0[0].as_ref().unwrap_err().errno, libc::EEXIST);
     assert_eq!(results.0[1].as_ref().unwrap_err().errno, libc::ECANCELED);
+    assert_ne!(
+        results.0[2].as_ref().err().map(|e| e.errno),
+        Some(libc::ECANCELED),
+        "release is a cleanup step and runs anyway"
+    );
+    assert_eq!(client.open_files(), 0);
     client.stop().await;
 }
 

@@ -84,10 +84,22 @@ macro_rules! define_wire {
 
 crate::with_fops!(define_wire);
 
-/// Runs the fops of a compound request in order on `xl`, stopping at the first failure.
+/// True for the steps of a compound that run even after an earlier step failed: unlocks
+/// and releases, so that a failed compound never leaves a lock held or a file open.
+pub fn is_cleanup(req: &Request) -> bool {
+    match req {
+        Request::Inodelk { lock, .. } => lock.kind == LockType::Unlock,
+        Request::Entrylk { kind, .. } => *kind == LockType::Unlock,
+        Request::Release { .. } | Request::Releasedir { .. } => true,
+        _ => false,
+    }
+}
+
+/// Runs the fops of a compound request in order on `xl`, stopping at the first failure
+/// (except for cleanup steps, see [`is_cleanup`]).
 ///
-/// A leaf translator (storage/posix) implements `compound` with this; every other
-/// translator passes compound requests down unchanged.
+/// A leaf translator (storage/posix) implements `compound` with this; translators that fan
+/// out run compounds through their own fops with it too.
 pub async fn run_compound(
     xl: &dyn Translator,
     cx: &Cx,
@@ -96,7 +108,7 @@ pub async fn run_compound(
     let mut results = Vec::with_capacity(ops.0.len());
     let mut failed = false;
     for op in ops.0 {
-        if failed {
+        if failed && !is_cleanup(&op) {
             results.push(Err(FopError::new(
                 libc::ECANCELED,
                 "not run: an earlier fop in the compound failed",

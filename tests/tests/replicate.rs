@@ -1,0 +1,481 @@
+//! cluster/replicate over three real brick processes: writes everywhere, dirty marks that
+//! clear, blame for a brick that missed changes, quorum, concurrent writers and creators,
+//! split-brain. The client graph runs in the test process so it can look at every brick.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_tests::*;
+use cairn_translators::features::index::{AFR_PREFIX, XATTR_DIRTY, read_counters};
+use cairn_translators::*;
+
+struct Set {
+    bricks: Vec<BrickProc>,
+    dirs: Vec<PathBuf>,
+    volfile: String,
+    _tmp: tempfile::TempDir,
+}
+
+fn start_set() -> Set {
+    require_root();
+    let tmp = tempfile::Builder::new()
+        .prefix("cairn-afr-")
+        .tempdir()
+        .unwrap();
+    let mut bricks = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3 {
+        let d = tmp.path().join(format!("b{i}"));
+        bricks.push(BrickProc::start(
+            &d,
+            "vol-afr",
+            &format!("b{i}"),
+            "127.0.0.1:0",
+        ));
+        dirs.push(d);
+    }
+    let mut vf =
+        String::from("version: 1\nvolume: test\nrole: client\ntop: test-io-stats\ngraph:\n");
+    for (i, b) in bricks.iter().enumerate() {
+        vf.push_str(&format!(
+            "  - name: test-client-{i}\n    type: protocol/client\n    options:\n      remote-host: 127.0.0.1\n      remote-port: {}\n      volume-id: vol-afr\n      remote-brick: b{i}\n      ping-timeout: 2s\n      reconnect-max-interval: 200ms\n",
+            b.port()
+        ));
+    }
+    vf.push_str("  - name: test-replicate-0\n    type: cluster/replicate\n    options:\n      eager-lock-idle: 200ms\n      changelog-flush: 100ms\n    subvolumes: [test-client-0, test-client-1, test-client-2]\n");
+    vf.push_str(
+        "  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-replicate-0]\n",
+    );
+    Set {
+        bricks,
+        dirs,
+        volfile: vf,
+        _tmp: tmp,
+    }
+}
+
+async fn client(set: &Set) -> Graph {
+    let vf = cairn_volfiles::parse(&set.volfile).unwrap();
+    let g = Graph::from_volfile(&vf, &Registry::builtin()).unwrap();
+    g.start().await.unwrap();
+    wait_for(Duration::from_secs(10), || g.top().is_up()).await;
+    g
+}
+
+async fn wait_for(limit: Duration, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn cx() -> Cx {
+    Cx {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+        lk_owner: 0,
+        client: 0,
+    }
+}
+
+async fn put(top: &XlatorRef, parent: Gfid, name: &str, data: &[u8]) -> FopResult<Gfid> {
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_WRONLY);
+    top.create(
+        &cx(),
+        Loc::entry(parent, name).with_gfid(g),
+        libc::O_WRONLY,
+        0o644,
+        0o022,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await?;
+    let w = top
+        .write(
+            &cx(),
+            fd.clone(),
+            0,
+            Payload::new(data.to_vec()),
+            Xdata::new(),
+        )
+        .await;
+    top.release(&cx(), fd).await?;
+    w.map(|_| g)
+}
+
+async fn get(top: &XlatorRef, parent: Gfid, name: &str) -> FopResult<Vec<u8>> {
+    let e = top
+        .lookup(&cx(), Loc::entry(parent, name), Xdata::new())
+        .await?;
+    let fd = Fd::new(e.iatt.gfid, libc::O_RDONLY);
+    top.open(
+        &cx(),
+        Loc::inode(e.iatt.gfid),
+        libc::O_RDONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await?;
+    let d = top.read(&cx(), fd.clone(), 0, 16 << 20, Xdata::new()).await;
+    top.release(&cx(), fd).await?;
+    d.map(|p| p.bytes().to_vec())
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    rustix::fs::lgetxattr(path, name, &mut buf)
+        .ok()
+        .map(|n| buf[..n].to_vec())
+}
+
+fn afr_counters(path: &Path) -> Vec<(String, [i64; 3])> {
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(path, &mut names).unwrap_or(0);
+    names[..n]
+        .split(|b| *b == 0)
+        .filter_map(|s| std::str::from_utf8(s).ok())
+        .filter(|s| s.starts_with(AFR_PREFIX))
+        .map(|k| {
+            (
+                k.to_string(),
+                read_counters(&xattr(path, k).unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+fn index_entries(brick: &Path) -> usize {
+    fs::read_dir(brick.join(".cairn/indices"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_reach_every_brick_and_dirty_marks_clear() {
+    let set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    let dir = top
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series").with_gfid(Gfid::random()),
+            0o755,
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    for i in 0..20 {
+        put(
+            top,
+            dir.iatt.gfid,
+            &format!("IM{i:03}.dcm"),
+            &pattern(57 * 1024, i),
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..20 {
+        assert_eq!(
+            get(top, dir.iatt.gfid, &format!("IM{i:03}.dcm"))
+                .await
+                .unwrap(),
+            pattern(57 * 1024, i)
+        );
+        for d in &set.dirs {
+            assert_eq!(
+                fs::read(d.join(format!("series/IM{i:03}.dcm"))).unwrap(),
+                pattern(57 * 1024, i),
+                "{}",
+                d.display()
+            );
+        }
+    }
+    // Every mark is cleared (at release for data, in batches for entries) and the index empties.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for d in &set.dirs {
+        for p in [d.clone(), d.join("series"), d.join("series/IM007.dcm")] {
+            for (k, c) in afr_counters(&p) {
+                assert_eq!(c, [0, 0, 0], "{k} on {}", p.display());
+            }
+        }
+        assert_eq!(index_entries(d), 0, "index of {}", d.display());
+    }
+    // The gfids agree everywhere.
+    let g0 = xattr(&set.dirs[0].join("series/IM003.dcm"), "trusted.cairn.gfid");
+    for d in &set.dirs[1..] {
+        assert_eq!(xattr(&d.join("series/IM003.dcm"), "trusted.cairn.gfid"), g0);
+    }
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_brick_that_missed_changes_is_blamed_and_never_read() {
+    let mut set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    put(top, Gfid::ROOT, "report", b"version 1").await.unwrap();
+    // The first brick (the one reads prefer) goes away; the file changes meanwhile.
+    set.bricks[0].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    let e = top
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "report"), Xdata::new())
+        .await
+        .unwrap();
+    let fd = Fd::new(e.iatt.gfid, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(e.iatt.gfid),
+        libc::O_WRONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.write(
+        &cx(),
+        fd.clone(),
+        0,
+        Payload::new(b"version 2".to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.release(&cx(), fd).await.unwrap();
+    put(top, Gfid::ROOT, "new-while-down", b"fresh")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The bricks that have the change blame the one that missed it, and index the file.
+    for d in &set.dirs[1..] {
+        let c = afr_counters(&d.join("report"));
+        let blame = c
+            .iter()
+            .find(|(k, _)| k.ends_with("pending.test-client-0"))
+            .map(|(_, v)| *v);
+        assert!(
+            blame.is_some_and(|v| v[0] > 0),
+            "data blame on {}: {c:?}",
+            d.display()
+        );
+        let root = afr_counters(d);
+        assert!(
+            root.iter()
+                .any(|(k, v)| k.ends_with("pending.test-client-0") && v[2] > 0),
+            "entry blame on the parent: {root:?}"
+        );
+        assert!(index_entries(d) >= 2);
+    }
+    // The brick comes back with its old copy; nobody reads it.
+    set.bricks[0].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    assert_eq!(
+        fs::read(set.dirs[0].join("report")).unwrap(),
+        b"version 1",
+        "the stale copy is still there"
+    );
+    assert_eq!(get(top, Gfid::ROOT, "report").await.unwrap(), b"version 2");
+    assert_eq!(
+        get(top, Gfid::ROOT, "new-while-down").await.unwrap(),
+        b"fresh"
+    );
+    // A fresh client (no cache) reaches the same verdict from the counters alone.
+    let g2 = client(&set).await;
+    assert_eq!(
+        get(g2.top(), Gfid::ROOT, "report").await.unwrap(),
+        b"version 2"
+    );
+    g2.stop().await;
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_changes_fail_and_nothing_is_written_while_reads_work() {
+    let mut set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    put(top, Gfid::ROOT, "kept", b"original").await.unwrap();
+    let e = top
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "kept"), Xdata::new())
+        .await
+        .unwrap();
+    set.bricks[1].kill();
+    set.bricks[2].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-1").unwrap().is_up() && !g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    let err = put(top, Gfid::ROOT, "refused", b"x").await.unwrap_err();
+    assert_eq!(err.errno, libc::ENOTCONN, "{err}");
+    assert!(err.msg.contains("quorum"), "{err}");
+    assert!(
+        !set.dirs[0].join("refused").exists(),
+        "nothing reached the minority"
+    );
+    let fd = Fd::new(e.iatt.gfid, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(e.iatt.gfid),
+        libc::O_WRONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let err = top
+        .write(
+            &cx(),
+            fd.clone(),
+            0,
+            Payload::new(b"CHANGED!".to_vec()),
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, libc::ENOTCONN);
+    top.release(&cx(), fd).await.unwrap();
+    let err = top
+        .unlink(&cx(), Loc::entry(Gfid::ROOT, "kept"), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, libc::ENOTCONN);
+    assert_eq!(fs::read(set.dirs[0].join("kept")).unwrap(), b"original");
+    assert_eq!(
+        get(top, Gfid::ROOT, "kept").await.unwrap(),
+        b"original",
+        "reads still work"
+    );
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_leave_identical_copies() {
+    let set = start_set();
+    let (a, b) = (client(&set).await, client(&set).await);
+    put(a.top(), Gfid::ROOT, "shared", &[0u8; 65536])
+        .await
+        .unwrap();
+    let e = a
+        .top()
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "shared"), Xdata::new())
+        .await
+        .unwrap();
+    let run = |g: XlatorRef, seed: u64| async move {
+        let fd = Fd::new(e.iatt.gfid, libc::O_RDWR);
+        g.open(
+            &cx(),
+            Loc::inode(e.iatt.gfid),
+            libc::O_RDWR,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        for i in 0..30 {
+            g.write(
+                &cx(),
+                fd.clone(),
+                0,
+                Payload::new(pattern(65536, seed * 1000 + i)),
+                Xdata::new(),
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(7)).await;
+        }
+        g.release(&cx(), fd).await.unwrap();
+    };
+    let (ta, tb) = (
+        tokio::spawn(run(Arc::clone(a.top()), 1)),
+        tokio::spawn(run(Arc::clone(b.top()), 2)),
+    );
+    ta.await.unwrap();
+    tb.await.unwrap();
+    let copies: Vec<Vec<u8>> = set
+        .dirs
+        .iter()
+        .map(|d| fs::read(d.join("shared")).unwrap())
+        .collect();
+    assert_eq!(copies[0], copies[1], "brick 0 and 1 differ");
+    assert_eq!(copies[1], copies[2], "brick 1 and 2 differ");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_of_one_name_agree_on_one_gfid() {
+    let set = start_set();
+    let (a, b) = (client(&set).await, client(&set).await);
+    for i in 0..25 {
+        let name = format!("race-{i}");
+        let (ta, tb) = (Arc::clone(a.top()), Arc::clone(b.top()));
+        let (n1, n2) = (name.clone(), name.clone());
+        let r1 = tokio::spawn(async move { put(&ta, Gfid::ROOT, &n1, b"from a").await });
+        let r2 = tokio::spawn(async move { put(&tb, Gfid::ROOT, &n2, b"from b").await });
+        let (r1, r2) = (r1.await.unwrap(), r2.await.unwrap());
+        assert!(r1.is_ok() || r2.is_ok(), "{name}: one create wins");
+        let gfids: Vec<Option<Vec<u8>>> = set
+            .dirs
+            .iter()
+            .map(|d| xattr(&d.join(&name), "trusted.cairn.gfid"))
+            .collect();
+        assert!(gfids[0].is_some());
+        assert!(
+            gfids.iter().all(|g| *g == gfids[0]),
+            "{name}: bricks disagree on the gfid: {gfids:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_brain_reads_as_eio() {
+    let set = start_set();
+    let g = client(&set).await;
+    put(g.top(), Gfid::ROOT, "disputed", b"same").await.unwrap();
+    g.stop().await;
+    // Every copy blames another, as after a network partition without quorum enforcement.
+    let blame = |brick: usize, whom: usize| {
+        let key = format!("{AFR_PREFIX}pending.test-client-{whom}");
+        rustix::fs::lsetxattr(
+            set.dirs[brick].join("disputed"),
+            key,
+            &[
+                0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    };
+    blame(0, 1);
+    blame(1, 2);
+    blame(2, 0);
+    let g = client(&set).await;
+    let e = g
+        .top()
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "disputed"), Xdata::new())
+        .await;
+    assert!(e.is_ok(), "the name is still listed");
+    let err = get(g.top(), Gfid::ROOT, "disputed").await.unwrap_err();
+    assert_eq!(err.errno, libc::EIO);
+    assert!(err.msg.contains("split-brain"), "{err}");
+    let _ = XATTR_DIRTY;
+    g.stop().await;
+}

@@ -1,0 +1,527 @@
+//! `features/index`: the brick side of replication's bookkeeping.
+//!
+//! Replicate asks for it in a fop's xdata (`cairn.afr.dirty` = `d`, `m` or `e`): before the
+//! fop runs, this translator adds one to the object's `trusted.cairn.afr.dirty` counter
+//! (data, metadata or entry; entry fops mark the parent directory) and makes sure the
+//! object has an entry in the index directory. If the fop then fails, the mark is taken
+//! back. So the mark travels in the same request as the change: a crash of the client
+//! between bricks always leaves a marked copy behind, and it costs no extra round trip.
+//!
+//! A data mark is made once per open file: later writes through the same fd find it
+//! already set. The client clears marks with `xattrop` (batched), and records blame on a
+//! brick that missed a change with `xattrop` too; after each `xattrop` on replication
+//! counters this translator drops the object from the index when every counter is zero.
+//!
+//! The index (`INDEX_DIR/<gfid>`, empty files) is how self-heal finds its work without
+//! crawling the volume.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use cairn_volfiles::{Arity, Maturity, OptionKind, OptionSpec, Role, TypeDecl};
+
+use crate::error::FopResult;
+use crate::graph::{BuildCtx, TranslatorType};
+use crate::types::*;
+use crate::xlator::{Translator, XlatorBase, XlatorRef};
+
+/// Xdata key asking for a dirty mark; the value is [`DATA`], [`METADATA`] or [`ENTRY`].
+pub const DIRTY_KEY: &str = "cairn.afr.dirty";
+/// Data (file contents).
+pub const DATA: u8 = b'd';
+/// Metadata (mode, owner, times, xattrs).
+pub const METADATA: u8 = b'm';
+/// Entries (names in a directory).
+pub const ENTRY: u8 = b'e';
+/// The dirty counter xattr: three big-endian i64 (data, metadata, entry).
+pub const XATTR_DIRTY: &str = "trusted.cairn.afr.dirty";
+/// Prefix of every replication counter xattr (dirty and pending).
+pub const AFR_PREFIX: &str = "trusted.cairn.afr.";
+
+const OPTIONS: &[OptionSpec] = &[OptionSpec {
+    key: "directory",
+    kind: OptionKind::Path,
+    default: None,
+    doc: "The index directory (normally BRICK/.cairn/indices).",
+}];
+
+/// The type declaration.
+pub const TYPE: TranslatorType = TranslatorType {
+    decl: TypeDecl {
+        type_name: "features/index",
+        arity: Arity::One,
+        roles: &[Role::Brick],
+        maturity: Maturity::Stable,
+        options: OPTIONS,
+        doc: "Marks objects dirty in the same request as a replicated change, and keeps the index of objects that need heal.",
+    },
+    build,
+};
+
+fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
+    let dir = PathBuf::from(ctx.options.str("directory").map_err(|e| e.to_string())?);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(Arc::new(Index::new(ctx.name, ctx.children, dir)))
+}
+
+/// The counter array for one kind of change.
+pub fn counters(kind: u8, n: i64) -> Vec<u8> {
+    let idx = match kind {
+        DATA => 0,
+        METADATA => 1,
+        _ => 2,
+    };
+    let mut v = vec![0u8; 24];
+    v[idx * 8..idx * 8 + 8].copy_from_slice(&n.to_be_bytes());
+    v
+}
+
+/// Reads a counter array (missing or short parts are zero).
+pub fn read_counters(raw: &[u8]) -> [i64; 3] {
+    let mut out = [0i64; 3];
+    for (i, chunk) in raw.chunks_exact(8).take(3).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        out[i] = i64::from_be_bytes(b);
+    }
+    out
+}
+
+const FD_KEY: &str = "features/index";
+
+/// Per open file: whether this fd has set the data mark.
+#[derive(Default)]
+struct FdMark {
+    marked: AtomicBool,
+}
+
+/// The index translator.
+pub struct Index {
+    base: XlatorBase,
+    dir: PathBuf,
+}
+
+impl Index {
+    /// An index node keeping its entries in `dir`.
+    pub fn new(name: &str, children: Vec<XlatorRef>, dir: PathBuf) -> Index {
+        Index {
+            base: XlatorBase::new(name, TYPE.decl.type_name, children),
+            dir,
+        }
+    }
+
+    /// The objects the index holds (gfids needing a look by self-heal).
+    pub fn entries(&self) -> Vec<Gfid> {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| Gfid::parse(&e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn child(&self) -> FopResult<&XlatorRef> {
+        self.base.child()
+    }
+
+    async fn add_entry(&self, gfid: Gfid) {
+        let path = self.dir.join(gfid.to_string());
+        let r = tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!(%gfid, error = %e, "cannot add an index entry");
+        }
+    }
+
+    async fn remove_entry(&self, gfid: Gfid) {
+        let path = self.dir.join(gfid.to_string());
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+    }
+
+    /// Adds `n` to one dirty counter of `gfid`.
+    async fn mark(&self, cx: &Cx, gfid: Gfid, kind: u8, n: i64) -> FopResult<()> {
+        let mut x = Xdata::new();
+        x.set(XATTR_DIRTY, counters(kind, n));
+        self.child()?
+            .xattrop(
+                cx,
+                Target::Loc(Loc::inode(gfid)),
+                XattropOp::AddArray64,
+                x,
+                Xdata::new(),
+            )
+            .await?;
+        if n > 0 {
+            self.add_entry(gfid).await;
+        } else {
+            self.drop_if_clean(cx, gfid).await;
+        }
+        Ok(())
+    }
+
+    /// Removes `gfid` from the index when none of its replication counters is set.
+    async fn drop_if_clean(&self, cx: &Cx, gfid: Gfid) {
+        let Ok(child) = self.child() else { return };
+        let all = child
+            .getxattr(cx, Target::Loc(Loc::inode(gfid)), None, Xdata::new())
+            .await;
+        let clean = match &all {
+            Ok(x) => x
+                .iter()
+                .filter(|(k, _)| k.starts_with(AFR_PREFIX))
+                .all(|(_, v)| read_counters(v) == [0, 0, 0]),
+            // Gone (unlinked): nothing to heal.
+            Err(e) => e.errno == libc::ENOENT || e.errno == libc::ESTALE,
+        };
+        if clean {
+            self.remove_entry(gfid).await;
+        }
+    }
+
+    /// Runs `op` with a dirty mark on `gfid` when `xdata` asks for one.
+    async fn marked<T: Send>(
+        &self,
+        cx: &Cx,
+        xdata: &Xdata,
+        gfid: Option<Gfid>,
+        fd: Option<&Fd>,
+        op: impl std::future::Future<Output = FopResult<T>> + Send,
+    ) -> FopResult<T> {
+        let kind = xdata.get(DIRTY_KEY).and_then(|v| v.first().copied());
+        let (Some(kind), Some(gfid)) = (kind, gfid) else {
+            return op.await;
+        };
+        // One data mark per open file.
+        let fd_mark = fd.filter(|_| kind == DATA).map(|fd| {
+            fd.ctx::<FdMark>(FD_KEY).unwrap_or_else(|| {
+                let m = Arc::new(FdMark::default());
+                fd.set_ctx(FD_KEY, Arc::clone(&m));
+                m
+            })
+        });
+        let already = fd_mark
+            .as_ref()
+            .is_some_and(|m| m.marked.load(Ordering::SeqCst));
+        if !already {
+            self.mark(cx, gfid, kind, 1).await?;
+        }
+        let result = op.await;
+        match (&result, &fd_mark) {
+            (Err(_), _) if !already => {
+                // Nothing changed: take the mark back.
+                let _ = self.mark(cx, gfid, kind, -1).await;
+            }
+            (Ok(_), Some(m)) => m.marked.store(true, Ordering::SeqCst),
+            _ => {}
+        }
+        result
+    }
+}
+
+fn entry_parent(loc: &Loc) -> Option<Gfid> {
+    loc.parent
+}
+
+#[async_trait]
+impl Translator for Index {
+    crate::xlator_base!();
+
+    async fn setattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        attr: SetAttr,
+        xdata: Xdata,
+    ) -> FopResult<Iatt> {
+        let child = self.child()?;
+        let fd = if let Target::Fd(fd) = &target {
+            Some(fd.clone())
+        } else {
+            None
+        };
+        self.marked(
+            cx,
+            &xdata,
+            target.gfid(),
+            fd.as_ref(),
+            child.setattr(cx, target.clone(), attr, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn truncate(&self, cx: &Cx, target: Target, size: u64, xdata: Xdata) -> FopResult<Iatt> {
+        let child = self.child()?;
+        let fd = if let Target::Fd(fd) = &target {
+            Some(fd.clone())
+        } else {
+            None
+        };
+        self.marked(
+            cx,
+            &xdata,
+            target.gfid(),
+            fd.as_ref(),
+            child.truncate(cx, target.clone(), size, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn write(
+        &self,
+        cx: &Cx,
+        fd: Fd,
+        offset: u64,
+        data: Payload,
+        xdata: Xdata,
+    ) -> FopResult<Iatt> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            Some(fd.gfid()),
+            Some(&fd),
+            child.write(cx, fd.clone(), offset, data, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn fallocate(
+        &self,
+        cx: &Cx,
+        fd: Fd,
+        mode: i32,
+        offset: u64,
+        len: u64,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            Some(fd.gfid()),
+            Some(&fd),
+            child.fallocate(cx, fd.clone(), mode, offset, len, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn setxattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        xattrs: Xdata,
+        flags: i32,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            target.gfid(),
+            None,
+            child.setxattr(cx, target.clone(), xattrs, flags, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn removexattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        name: String,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            target.gfid(),
+            None,
+            child.removexattr(cx, target.clone(), name, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx,
+        loc: Loc,
+        flags: i32,
+        mode: u32,
+        umask: u32,
+        fd: Fd,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&loc),
+            None,
+            child.create(cx, loc.clone(), flags, mode, umask, fd, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn mknod(
+        &self,
+        cx: &Cx,
+        loc: Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&loc),
+            None,
+            child.mknod(cx, loc.clone(), mode, rdev, umask, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn mkdir(
+        &self,
+        cx: &Cx,
+        loc: Loc,
+        mode: u32,
+        umask: u32,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&loc),
+            None,
+            child.mkdir(cx, loc.clone(), mode, umask, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn symlink(
+        &self,
+        cx: &Cx,
+        link_target: String,
+        loc: Loc,
+        umask: u32,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&loc),
+            None,
+            child.symlink(cx, link_target, loc.clone(), umask, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&loc),
+            None,
+            child.unlink(cx, loc.clone(), xdata.clone()),
+        )
+        .await
+    }
+
+    async fn rmdir(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&loc),
+            None,
+            child.rmdir(cx, loc.clone(), xdata.clone()),
+        )
+        .await
+    }
+
+    async fn link(&self, cx: &Cx, old: Loc, new: Loc, xdata: Xdata) -> FopResult<Entry> {
+        let child = self.child()?;
+        self.marked(
+            cx,
+            &xdata,
+            entry_parent(&new),
+            None,
+            child.link(cx, old, new.clone(), xdata.clone()),
+        )
+        .await
+    }
+
+    async fn rename(&self, cx: &Cx, old: Loc, new: Loc, flags: u32, xdata: Xdata) -> FopResult<()> {
+        let child = self.child()?;
+        // The source directory is marked; a cross-directory rename also marks the target.
+        let (op, np) = (old.parent, new.parent);
+        let second = if np != op { np } else { None };
+        if let (Some(k), Some(g)) = (
+            xdata.get(DIRTY_KEY).and_then(|v| v.first().copied()),
+            second,
+        ) {
+            self.mark(cx, g, k, 1).await?;
+            let r = self
+                .marked(
+                    cx,
+                    &xdata,
+                    op,
+                    None,
+                    child.rename(cx, old.clone(), new.clone(), flags, xdata.clone()),
+                )
+                .await;
+            if r.is_err() {
+                let _ = self.mark(cx, g, k, -1).await;
+            }
+            return r;
+        }
+        self.marked(
+            cx,
+            &xdata,
+            op,
+            None,
+            child.rename(cx, old, new, flags, xdata.clone()),
+        )
+        .await
+    }
+
+    async fn xattrop(
+        &self,
+        cx: &Cx,
+        target: Target,
+        op: XattropOp,
+        xattrs: Xdata,
+        xdata: Xdata,
+    ) -> FopResult<Xdata> {
+        let touches_afr = xattrs.iter().any(|(k, _)| k.starts_with(AFR_PREFIX));
+        let raises = xattrs
+            .iter()
+            .filter(|(k, _)| k.starts_with(AFR_PREFIX))
+            .any(|(_, v)| read_counters(v).iter().any(|c| *c > 0));
+        let gfid = target.gfid();
+        let out = self.child()?.xattrop(cx, target, op, xattrs, xdata).await?;
+        if let (true, Some(g)) = (touches_afr, gfid) {
+            if raises {
+                self.add_entry(g).await;
+            } else {
+                self.drop_if_clean(cx, g).await;
+            }
+        }
+        Ok(out)
+    }
+}
