@@ -21,7 +21,22 @@ fn help(program: &str, args: &[&str]) -> String {
 fn the_cli_reference_in_docs_is_current() {
     let sections = [
         ("cairn", vec![]),
+        ("cairn", vec!["peer"]),
+        ("cairn", vec!["peer", "probe"]),
+        ("cairn", vec!["peer", "detach"]),
+        ("cairn", vec!["pool"]),
+        ("cairn", vec!["volume"]),
+        ("cairn", vec!["volume", "create"]),
+        ("cairn", vec!["volume", "start"]),
+        ("cairn", vec!["volume", "stop"]),
+        ("cairn", vec!["volume", "delete"]),
+        ("cairn", vec!["volume", "info"]),
+        ("cairn", vec!["volume", "status"]),
+        ("cairn", vec!["volume", "set"]),
+        ("cairn", vec!["volume", "get"]),
+        ("cairn", vec!["volume", "reset"]),
         ("cairn", vec!["mount"]),
+        ("cairnd", vec![]),
         ("cairn-brickd", vec![]),
     ];
     let mut doc = String::from(

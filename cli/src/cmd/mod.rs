@@ -1,5 +1,11 @@
-//! One module per verb.
+//! One module per verb family.
 //!
-//! - [`mount`]: `cairn mount`, the FUSE client.
+//! - [`peer`]: `cairn peer probe|status|detach`.
+//! - [`pool`]: `cairn pool list`.
+//! - [`volume`]: `cairn volume create|start|stop|delete|info|list|status|set|get|reset`.
+//! - [`mount`]: `cairn mount` (the FUSE client) and `mount.cairn` (the `mount(8)` helper).
 
 pub mod mount;
+pub mod peer;
+pub mod pool;
+pub mod volume;

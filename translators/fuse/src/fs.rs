@@ -18,18 +18,20 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use cairn_translators::{
     Cx, DirEntry, Fd, FileKind, FopError, FopResult, Gfid, Iatt, Loc, Payload, SetAttr, Target,
-    Whence, Xdata, XlatorRef,
+    Whence, Xdata,
 };
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags,
+    Generation as NodeGeneration, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use tokio::runtime::Handle as Runtime;
 
 use crate::attr::{dir_placeholder, file_attr, file_type, time_set, user_dev};
 use crate::errno::{entry_name, to_errno, utf8};
+use crate::generation::{Generation, Slot};
 use crate::handles::{DirBuf, Handle, HandleTable, READDIR_CHUNK, fill, lock};
 use crate::inodes::{InodeTable, ROOT, UNKNOWN_INO};
 use crate::options::MountOptions;
@@ -50,8 +52,9 @@ pub(crate) const WANTED_CAPS: InitFlags = InitFlags::FUSE_DO_READDIRPLUS
 const MAX_READAHEAD: u32 = 1024 * 1024;
 
 /// Generation number of every node: node ids are never reused for another gfid while the
-/// kernel may still know the old one, so one generation is enough.
-const GENERATION: Generation = Generation(0);
+/// kernel may still know the old one, so one generation is enough. (Not to be confused
+/// with graph generations, [`Generation`].)
+const GENERATION: NodeGeneration = NodeGeneration(0);
 
 /// Replies with an errno and returns from the callback when `$e` is an error.
 macro_rules! or_reply {
@@ -68,7 +71,8 @@ macro_rules! or_reply {
 
 /// State shared by the callbacks and the tasks they spawn.
 pub(crate) struct Shared {
-    top: XlatorRef,
+    /// The graph generation new operations go to (see the `generation` module).
+    gens: Arc<Slot>,
     rt: Runtime,
     opts: MountOptions,
     inodes: Mutex<InodeTable>,
@@ -81,11 +85,12 @@ pub(crate) struct CairnFs {
 }
 
 impl CairnFs {
-    /// A file system sending fops to `top`, running them on `rt`.
-    pub(crate) fn new(top: XlatorRef, opts: MountOptions, rt: Runtime) -> CairnFs {
+    /// A file system sending fops to the current generation of `gens`, running them on
+    /// `rt`.
+    pub(crate) fn new(gens: Arc<Slot>, opts: MountOptions, rt: Runtime) -> CairnFs {
         CairnFs {
             s: Arc::new(Shared {
-                top,
+                gens,
                 rt,
                 opts,
                 inodes: Mutex::new(InodeTable::new()),
@@ -94,15 +99,26 @@ impl CairnFs {
         }
     }
 
-    /// Runs `task` on the runtime with a handle on the shared state.
+    /// Runs `task` on the runtime with a handle on the shared state and on the current
+    /// graph generation, which the task keeps alive until it is done.
     fn spawn<F, Fut>(&self, task: F)
     where
-        F: FnOnce(Arc<Shared>) -> Fut,
+        F: FnOnce(Arc<Shared>, Arc<Generation>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_on(self.s.gens.current(), task);
+    }
+
+    /// Runs `task` against generation `g`: for operations on an open file, the generation
+    /// the file was opened on.
+    fn spawn_on<F, Fut>(&self, g: Arc<Generation>, task: F)
+    where
+        F: FnOnce(Arc<Shared>, Arc<Generation>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         // If the runtime is shutting down the task is dropped, and with it the reply,
         // which fuser then answers with EIO.
-        drop(self.s.rt.spawn(task(Arc::clone(&self.s))));
+        drop(self.s.rt.spawn(task(Arc::clone(&self.s), g)));
     }
 }
 
@@ -128,11 +144,12 @@ impl Shared {
         self.handles.get(fh.0).ok_or(Errno::EBADF)
     }
 
-    /// The open file when the kernel gave a known `fh`, else the inode.
-    fn target(&self, gfid: Gfid, fh: Option<FileHandle>) -> Target {
+    /// The open file when the kernel gave a known `fh` (with the generation it was opened
+    /// on), else the inode (with the current generation).
+    fn target(&self, gfid: Gfid, fh: Option<FileHandle>) -> (Target, Arc<Generation>) {
         match fh.and_then(|fh| self.handles.get(fh.0)) {
-            Some(h) => Target::Fd(h.fd.clone()),
-            None => Target::Loc(Loc::inode(gfid)),
+            Some(h) => (Target::Fd(h.fd.clone()), Arc::clone(&h.generation)),
+            None => (Target::Loc(Loc::inode(gfid)), self.gens.current()),
         }
     }
 
@@ -230,8 +247,9 @@ impl Shared {
             if !buf.entries.is_empty() || buf.eof {
                 break; // the reply is full, or the directory has no more entries
             }
-            let batch = self
-                .top
+            let batch = h
+                .generation
+                .top()
                 .readdir(
                     cx,
                     h.fd.clone(),
@@ -361,9 +379,9 @@ impl Filesystem for CairnFs {
         let pgfid = or_reply!(reply, self.s.gfid(parent));
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            let r = s
-                .top
+        self.spawn(move |s, graph| async move {
+            let r = graph
+                .top()
                 .lookup(&cx, Loc::entry(pgfid, name), Xdata::new())
                 .await;
             match r {
@@ -391,10 +409,10 @@ impl Filesystem for CairnFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let gfid = or_reply!(reply, self.s.gfid(ino));
-        let target = self.s.target(gfid, fh);
+        let (target, generation) = self.s.target(gfid, fh);
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s.top.stat(&cx, target, Xdata::new()).await {
+        self.spawn_on(generation, move |s, graph| async move {
+            match graph.top().stat(&cx, target, Xdata::new()).await {
                 Ok(iatt) => reply.attr(&s.opts.attr_timeout, &file_attr(&iatt, ino.0)),
                 Err(e) => reply.error(to_errno("stat", &e)),
             }
@@ -420,7 +438,7 @@ impl Filesystem for CairnFs {
         reply: ReplyAttr,
     ) {
         let gfid = or_reply!(reply, self.s.gfid(ino));
-        let target = self.s.target(gfid, fh);
+        let (target, generation) = self.s.target(gfid, fh);
         let attr = SetAttr {
             perm: mode.map(|m| m & 0o7777),
             uid,
@@ -429,21 +447,23 @@ impl Filesystem for CairnFs {
             mtime: mtime.map(time_set),
         };
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn_on(generation, move |s, graph| async move {
             let result = async {
                 let mut last = None;
                 if let Some(size) = size {
-                    let iatt = s.top.truncate(&cx, target.clone(), size, Xdata::new());
+                    let iatt = graph
+                        .top()
+                        .truncate(&cx, target.clone(), size, Xdata::new());
                     last = Some(iatt.await.map_err(|e| ("truncate", e))?);
                 }
                 if !attr.is_empty() {
-                    let iatt = s.top.setattr(&cx, target.clone(), attr, Xdata::new());
+                    let iatt = graph.top().setattr(&cx, target.clone(), attr, Xdata::new());
                     last = Some(iatt.await.map_err(|e| ("setattr", e))?);
                 }
                 match last {
                     Some(iatt) => Ok(iatt),
-                    None => s
-                        .top
+                    None => graph
+                        .top()
                         .stat(&cx, target, Xdata::new())
                         .await
                         .map_err(|e| ("stat", e)),
@@ -459,8 +479,12 @@ impl Filesystem for CairnFs {
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s.top.readlink(&cx, Loc::inode(gfid), Xdata::new()).await {
+        self.spawn(move |_, graph| async move {
+            match graph
+                .top()
+                .readlink(&cx, Loc::inode(gfid), Xdata::new())
+                .await
+            {
                 Ok(target) => reply.data(target.as_bytes()),
                 Err(e) => reply.error(to_errno("readlink", &e)),
             }
@@ -480,11 +504,11 @@ impl Filesystem for CairnFs {
         let pgfid = or_reply!(reply, self.s.gfid(parent));
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |s, graph| async move {
             let g = Gfid::random();
             let loc = Loc::entry(pgfid, name).with_gfid(g);
-            let r = s
-                .top
+            let r = graph
+                .top()
                 .mknod(&cx, loc, mode, user_dev(rdev), umask, Xdata::new())
                 .await;
             s.reply_entry(reply, "mknod", r.map(|e| e.iatt), parent, Some(g));
@@ -503,10 +527,10 @@ impl Filesystem for CairnFs {
         let pgfid = or_reply!(reply, self.s.gfid(parent));
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |s, graph| async move {
             let g = Gfid::random();
             let loc = Loc::entry(pgfid, name).with_gfid(g);
-            let r = s.top.mkdir(&cx, loc, mode, umask, Xdata::new()).await;
+            let r = graph.top().mkdir(&cx, loc, mode, umask, Xdata::new()).await;
             s.reply_entry(reply, "mkdir", r.map(|e| e.iatt), parent, Some(g));
         });
     }
@@ -515,9 +539,9 @@ impl Filesystem for CairnFs {
         let pgfid = or_reply!(reply, self.s.gfid(parent));
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn(move |_, graph| async move {
+            match graph
+                .top()
                 .unlink(&cx, Loc::entry(pgfid, name), Xdata::new())
                 .await
             {
@@ -531,9 +555,9 @@ impl Filesystem for CairnFs {
         let pgfid = or_reply!(reply, self.s.gfid(parent));
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn(move |_, graph| async move {
+            match graph
+                .top()
                 .rmdir(&cx, Loc::entry(pgfid, name), Xdata::new())
                 .await
             {
@@ -555,10 +579,10 @@ impl Filesystem for CairnFs {
         let name = or_reply!(reply, entry_name(link_name));
         let target = or_reply!(reply, utf8(target.as_os_str())).to_string();
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |s, graph| async move {
             let g = Gfid::random();
             let loc = Loc::entry(pgfid, name).with_gfid(g);
-            let r = s.top.symlink(&cx, target, loc, 0, Xdata::new()).await;
+            let r = graph.top().symlink(&cx, target, loc, 0, Xdata::new()).await;
             s.reply_entry(reply, "symlink", r.map(|e| e.iatt), parent, Some(g));
         });
     }
@@ -582,9 +606,9 @@ impl Filesystem for CairnFs {
             or_reply!(reply, entry_name(newname)),
         );
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn(move |_, graph| async move {
+            match graph
+                .top()
                 .rename(&cx, old, new, flags.bits(), Xdata::new())
                 .await
             {
@@ -608,8 +632,11 @@ impl Filesystem for CairnFs {
             or_reply!(reply, entry_name(newname)),
         );
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            let r = s.top.link(&cx, Loc::inode(gfid), new, Xdata::new()).await;
+        self.spawn(move |s, graph| async move {
+            let r = graph
+                .top()
+                .link(&cx, Loc::inode(gfid), new, Xdata::new())
+                .await;
             s.reply_entry(reply, "link", r.map(|e| e.iatt), newparent, Some(gfid));
         });
     }
@@ -617,14 +644,14 @@ impl Filesystem for CairnFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |s, graph| async move {
             let fd = Fd::new(gfid, flags.0);
-            let r = s
-                .top
+            let r = graph
+                .top()
                 .open(&cx, Loc::inode(gfid), flags.0, fd.clone(), Xdata::new());
             match r.await {
                 Ok(()) => {
-                    let fh = s.handles.insert(fd);
+                    let fh = s.handles.insert(fd, Arc::clone(&graph));
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
                 Err(e) => reply.error(to_errno("open", &e)),
@@ -645,9 +672,9 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, lock_owner);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            match graph
+                .top()
                 .read(&cx, h.fd.clone(), offset, size, Xdata::new())
                 .await
             {
@@ -673,9 +700,9 @@ impl Filesystem for CairnFs {
         let len = or_reply!(reply, u32::try_from(data.len()).map_err(|_| Errno::EFBIG));
         let payload = Payload::new(Bytes::copy_from_slice(data));
         let cx = cx(req, lock_owner);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            match graph
+                .top()
                 .write(&cx, h.fd.clone(), offset, payload, Xdata::new())
                 .await
             {
@@ -695,8 +722,8 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, Some(lock_owner));
-        self.spawn(move |s| async move {
-            match s.top.flush(&cx, h.fd.clone(), Xdata::new()).await {
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            match graph.top().flush(&cx, h.fd.clone(), Xdata::new()).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(to_errno("flush", &e)),
             }
@@ -718,11 +745,11 @@ impl Filesystem for CairnFs {
             return reply.ok();
         };
         let cx = cx(req, lock_owner);
-        self.spawn(move |s| async move {
-            if flush && let Err(e) = s.top.flush(&cx, h.fd.clone(), Xdata::new()).await {
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            if flush && let Err(e) = graph.top().flush(&cx, h.fd.clone(), Xdata::new()).await {
                 to_errno("flush", &e);
             }
-            if let Err(e) = s.top.release(&cx, h.fd.clone()).await {
+            if let Err(e) = graph.top().release(&cx, h.fd.clone()).await {
                 tracing::warn!(fd = ?h.fd, "release failed: {e}");
             }
             // The kernel does not report release errors to anyone.
@@ -740,8 +767,12 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s.top.fsync(&cx, h.fd.clone(), datasync, Xdata::new()).await {
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            match graph
+                .top()
+                .fsync(&cx, h.fd.clone(), datasync, Xdata::new())
+                .await
+            {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(to_errno("fsync", &e)),
             }
@@ -751,14 +782,14 @@ impl Filesystem for CairnFs {
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |s, graph| async move {
             let fd = Fd::new(gfid, flags.0);
-            let r = s
-                .top
+            let r = graph
+                .top()
                 .opendir(&cx, Loc::inode(gfid), fd.clone(), Xdata::new());
             match r.await {
                 Ok(()) => {
-                    let fh = s.handles.insert(fd);
+                    let fh = s.handles.insert(fd, Arc::clone(&graph));
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
                 Err(e) => reply.error(to_errno("opendir", &e)),
@@ -776,7 +807,7 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn_on(Arc::clone(&h.generation), move |s, _| async move {
             let mut sink = |s: &Shared, e: &DirEntry| s.add_plain(&mut reply, ino.0, e);
             let r = s.list(&cx, &h, offset, false, &mut sink).await;
             match r {
@@ -796,7 +827,7 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn_on(Arc::clone(&h.generation), move |s, _| async move {
             let mut sink = |s: &Shared, e: &DirEntry| s.add_plus(&mut reply, ino.0, e);
             let r = s.list(&cx, &h, offset, true, &mut sink).await;
             match r {
@@ -819,8 +850,8 @@ impl Filesystem for CairnFs {
             return reply.ok();
         };
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            if let Err(e) = s.top.releasedir(&cx, h.fd.clone()).await {
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            if let Err(e) = graph.top().releasedir(&cx, h.fd.clone()).await {
                 tracing::warn!(fd = ?h.fd, "releasedir failed: {e}");
             }
             reply.ok();
@@ -837,9 +868,9 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            match graph
+                .top()
                 .fsyncdir(&cx, h.fd.clone(), datasync, Xdata::new())
                 .await
             {
@@ -851,9 +882,9 @@ impl Filesystem for CairnFs {
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn(move |_, graph| async move {
+            match graph
+                .top()
                 .statfs(&cx, Loc::inode(Gfid::ROOT), Xdata::new())
                 .await
             {
@@ -886,10 +917,10 @@ impl Filesystem for CairnFs {
         let mut xattrs = Xdata::new();
         xattrs.set(name, value.to_vec());
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |_, graph| async move {
             let target = Target::Loc(Loc::inode(gfid));
-            match s
-                .top
+            match graph
+                .top()
                 .setxattr(&cx, target, xattrs, flags, Xdata::new())
                 .await
             {
@@ -906,10 +937,10 @@ impl Filesystem for CairnFs {
         let name = or_reply!(reply, utf8(name)).to_string();
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |_, graph| async move {
             let target = Target::Loc(Loc::inode(gfid));
-            let r = s
-                .top
+            let r = graph
+                .top()
                 .getxattr(&cx, target, Some(name.clone()), Xdata::new());
             let all = match r.await {
                 Ok(all) => all,
@@ -929,9 +960,9 @@ impl Filesystem for CairnFs {
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |_, graph| async move {
             let target = Target::Loc(Loc::inode(gfid));
-            let all = match s.top.getxattr(&cx, target, None, Xdata::new()).await {
+            let all = match graph.top().getxattr(&cx, target, None, Xdata::new()).await {
                 Ok(all) => all,
                 Err(e) => return reply.error(to_errno("listxattr", &e)),
             };
@@ -951,9 +982,13 @@ impl Filesystem for CairnFs {
         let name = or_reply!(reply, utf8(name)).to_string();
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |_, graph| async move {
             let target = Target::Loc(Loc::inode(gfid));
-            match s.top.removexattr(&cx, target, name, Xdata::new()).await {
+            match graph
+                .top()
+                .removexattr(&cx, target, name, Xdata::new())
+                .await
+            {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(to_errno("removexattr", &e)),
             }
@@ -964,9 +999,9 @@ impl Filesystem for CairnFs {
         let gfid = or_reply!(reply, self.s.gfid(ino));
         let cx = cx(req, None);
         let mask = mask.bits() as u32;
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn(move |_, graph| async move {
+            match graph
+                .top()
                 .access(&cx, Loc::inode(gfid), mask, Xdata::new())
                 .await
             {
@@ -989,19 +1024,19 @@ impl Filesystem for CairnFs {
         let pgfid = or_reply!(reply, self.s.gfid(parent));
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
+        self.spawn(move |s, graph| async move {
             let g = Gfid::random();
             let fd = Fd::new(g, flags);
             let loc = Loc::entry(pgfid, name).with_gfid(g);
-            let r = s
-                .top
+            let r = graph
+                .top()
                 .create(&cx, loc, flags, mode, umask, fd.clone(), Xdata::new())
                 .await;
             let iatt = match r {
                 Ok(entry) => entry.iatt,
                 Err(e) => return reply.error(to_errno("create", &e)),
             };
-            let fd = match s.rebind_created(&cx, fd, &iatt, flags).await {
+            let fd = match s.rebind_created(&graph, &cx, fd, &iatt, flags).await {
                 Ok(fd) => fd,
                 Err(e) => return reply.error(to_errno("create", &e)),
             };
@@ -1009,7 +1044,7 @@ impl Filesystem for CairnFs {
                 Ok(attr) => attr,
                 Err(errno) => return reply.error(errno),
             };
-            let fh = s.handles.insert(fd);
+            let fh = s.handles.insert(fd, Arc::clone(&graph));
             let ttl = s.opts.entry_timeout.min(s.opts.attr_timeout);
             reply.created(&ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty());
         });
@@ -1027,9 +1062,9 @@ impl Filesystem for CairnFs {
     ) {
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            let r = s
-                .top
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            let r = graph
+                .top()
                 .fallocate(&cx, h.fd.clone(), mode, offset, length, Xdata::new())
                 .await;
             match r {
@@ -1056,9 +1091,9 @@ impl Filesystem for CairnFs {
         let offset = or_reply!(reply, u64::try_from(offset).map_err(|_| Errno::EINVAL));
         let h = or_reply!(reply, self.s.handle(fh));
         let cx = cx(req, None);
-        self.spawn(move |s| async move {
-            match s
-                .top
+        self.spawn_on(Arc::clone(&h.generation), move |_, graph| async move {
+            match graph
+                .top()
                 .lseek(&cx, h.fd.clone(), offset, whence, Xdata::new())
                 .await
             {
@@ -1077,17 +1112,25 @@ impl Shared {
     /// (another client created the name first and `O_EXCL` was not given), the reply
     /// carries that file's gfid, not the proposed one. The handle is then reopened under
     /// the real gfid so every later fop on it names the right file.
-    async fn rebind_created(&self, cx: &Cx, fd: Fd, iatt: &Iatt, flags: i32) -> FopResult<Fd> {
+    async fn rebind_created(
+        &self,
+        graph: &Generation,
+        cx: &Cx,
+        fd: Fd,
+        iatt: &Iatt,
+        flags: i32,
+    ) -> FopResult<Fd> {
         if iatt.gfid.is_null() || iatt.gfid == fd.gfid() {
             return Ok(fd);
         }
         tracing::debug!(proposed = %fd.gfid(), actual = %iatt.gfid, "create opened an existing file");
-        if let Err(e) = self.top.release(cx, fd).await {
+        if let Err(e) = graph.top().release(cx, fd).await {
             tracing::debug!("release after create: {e}");
         }
         let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
         let real = Fd::new(iatt.gfid, flags);
-        self.top
+        graph
+            .top()
             .open(cx, Loc::inode(iatt.gfid), flags, real.clone(), Xdata::new())
             .await
             .map_err(|e: FopError| e.context("reopening a file create found existing"))?;

@@ -1,7 +1,10 @@
-//! Open file and directory handles: FUSE `fh` → Cairn [`Fd`], and the read-ahead buffer of
-//! a directory stream.
+//! Open file and directory handles: FUSE `fh` → Cairn [`Fd`] and the graph generation it
+//! was opened on, and the read-ahead buffer of a directory stream.
 //!
-//! The `fh` given to the kernel is the `Fd`'s own id (unique in the process). A directory
+//! The `fh` given to the kernel is the `Fd`'s own id (unique in the process). Every fop on
+//! an open handle goes to the generation that opened it (its translators know the `Fd`),
+//! even after the mount switched to a newer graph; the handle keeps that generation alive
+//! until it is released. A directory
 //! handle also keeps the entries the volume returned beyond what fitted in the kernel's
 //! reply buffer (usually one page), so listing a large directory costs one round trip per
 //! [`READDIR_CHUNK`] of entries rather than one per page.
@@ -10,6 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cairn_translators::{DirEntry, Fd};
+
+use crate::generation::Generation;
 
 /// Bytes' worth of entries asked of the volume per `readdir` call.
 pub(crate) const READDIR_CHUNK: u32 = 64 * 1024;
@@ -33,6 +38,8 @@ pub(crate) struct DirBuf {
 pub(crate) struct Handle {
     /// The Cairn handle, passed to every fop on this open file.
     pub(crate) fd: Fd,
+    /// The graph generation the file was opened on, which serves every fop on it.
+    pub(crate) generation: Arc<Generation>,
     /// Directory streams only: read-ahead entries.
     pub(crate) dir: Mutex<Option<DirBuf>>,
 }
@@ -44,11 +51,12 @@ pub(crate) struct HandleTable {
 }
 
 impl HandleTable {
-    /// Registers an open `fd`; its id is the `fh` for the kernel.
-    pub(crate) fn insert(&self, fd: Fd) -> u64 {
+    /// Registers `fd`, opened on `generation`; its id is the `fh` for the kernel.
+    pub(crate) fn insert(&self, fd: Fd, generation: Arc<Generation>) -> u64 {
         let fh = fd.id();
         let handle = Arc::new(Handle {
             fd,
+            generation,
             dir: Mutex::new(None),
         });
         lock(&self.map).insert(fh, handle);
@@ -144,12 +152,19 @@ mod tests {
     }
 
     #[test]
-    fn handles_are_keyed_by_fd_id() {
+    fn handles_are_keyed_by_fd_id_and_keep_their_generation() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let slot =
+            crate::generation::Slot::new(crate::generation::tests::graph(), rt.handle().clone());
         let t = HandleTable::default();
         let fd = Fd::new(Gfid::random(), libc::O_RDONLY);
-        let fh = t.insert(fd.clone());
+        let fh = t.insert(fd.clone(), slot.current());
         assert_eq!(fh, fd.id());
         assert_eq!(t.get(fh).map(|h| h.fd.clone()), Some(fd.clone()));
+        assert_eq!(t.get(fh).map(|h| h.generation.number()), Some(1));
         assert_eq!(t.len(), 1);
         assert!(t.remove(fh).is_some());
         assert!(t.get(fh).is_none());

@@ -1,5 +1,6 @@
 //! The life of a mount: [`mount`] mounts and starts serving, [`MountHandle`] waits for the
-//! end, [`Unmounter`] ends it from anywhere (a signal handler task, a test).
+//! end, [`Unmounter`] ends it from anywhere (a signal handler task, a test), and
+//! [`GraphSwitcher`] replaces the graph it serves without unmounting.
 //!
 //! The mount goes through `fusermount3` with `auto_unmount`: a helper process that unmounts
 //! as soon as this process dies, so a crashed client never leaves a dead mount point
@@ -13,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
-use cairn_translators::XlatorRef;
+use cairn_translators::Graph;
 use fuser::{Config, MountOption, Session, SessionACL};
 use nix::mount::MntFlags;
 use tokio::runtime::Handle as Runtime;
 
 use crate::fs::CairnFs;
+use crate::generation::{GraphSwitcher, Slot};
 use crate::options::MountOptions;
 
 /// The FUSE subtype of Cairn mounts.
@@ -27,21 +29,29 @@ pub const SUBTYPE: &str = "cairn";
 /// The file system type Cairn mounts show in `/proc/mounts` (`fuse.` + [`SUBTYPE`]).
 pub const FSTYPE: &str = "fuse.cairn";
 
-/// Mounts the graph whose top is `top` on `mountpoint` and starts serving it.
+/// Mounts `graph` on `mountpoint` and starts serving it.
+///
+/// `graph` should be started (and normally up) already. The mount owns it from now on:
+/// it is stopped, on `rt`, when the mount no longer needs it — after the session has
+/// ended, or after a [`GraphSwitcher::switch`] replaced it and its last open file was
+/// closed. [`GraphSwitcher::stopped`] waits for that.
 ///
 /// Returns once the kernel has completed the FUSE handshake; requests are then served by
 /// `opts.threads` threads, each fop running as a task on `rt`. Blocks briefly (mount and
-/// handshake): call it outside async code or from `spawn_blocking`.
+/// handshake): call it outside async code or from `spawn_blocking`. On error the graph is
+/// stopped (asynchronously, on `rt`).
 ///
 /// The kernel checks permissions itself (`default_permissions`) against the attributes the
 /// volume reports, every user may use the mount (`allow_other`), and the mount disappears
 /// if this process dies (`auto_unmount`).
 pub fn mount(
-    top: XlatorRef,
+    graph: Graph,
     mountpoint: &Path,
     opts: &MountOptions,
     rt: Runtime,
 ) -> io::Result<MountHandle> {
+    let slot = Slot::new(graph, rt.clone());
+    let switcher = slot.switcher();
     check_fsname(&opts.fsname)?;
     let mountpoint = mountpoint.canonicalize().map_err(|e| {
         io::Error::new(
@@ -64,7 +74,7 @@ pub fn mount(
     config.acl = SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let fs = CairnFs::new(top, opts.clone(), rt);
+    let fs = CairnFs::new(slot, opts.clone(), rt);
     let session = Session::new(fs, &mountpoint, &config).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -78,6 +88,7 @@ pub fn mount(
     Ok(MountHandle {
         mountpoint,
         session,
+        switcher,
     })
 }
 
@@ -106,6 +117,7 @@ fn check_fsname(name: &str) -> io::Result<()> {
 pub struct MountHandle {
     mountpoint: PathBuf,
     session: JoinHandle<io::Result<()>>,
+    switcher: GraphSwitcher,
 }
 
 impl MountHandle {
@@ -119,6 +131,12 @@ impl MountHandle {
         Unmounter {
             mountpoint: self.mountpoint.clone(),
         }
+    }
+
+    /// Something that replaces the graph this mount serves, callable from any thread or
+    /// task, and that tells how many graph generations are still alive.
+    pub fn switcher(&self) -> GraphSwitcher {
+        self.switcher.clone()
     }
 
     /// True once the session has ended.

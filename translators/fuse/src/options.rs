@@ -66,6 +66,12 @@ const MIN_WRITE: u64 = 4096;
 const MAX_WRITE: u64 = 16 * 1024 * 1024;
 
 impl MountOptions {
+    /// True when `key` (the part of an item before `=`) is one [`parse_list`](Self::parse_list)
+    /// understands: front ends that accept other options too (`mount.cairn`) sort items with it.
+    pub fn knows(key: &str) -> bool {
+        KNOWN_KEYS.iter().any(|k| k.split('=').next() == Some(key))
+    }
+
     /// Applies a comma-separated `-o` style list such as
     /// `entry-timeout=1,attribute-timeout=0.5,fuse-threads=8,max-write=1MB,ro`.
     ///
@@ -219,6 +225,25 @@ mod tests {
         o.parse_list("entry-timeout=3s,max-write=65536").unwrap();
         assert_eq!(o.entry_timeout, Duration::from_secs(3));
         assert_eq!(o.max_write, 65536);
+    }
+
+    #[test]
+    fn known_keys_are_recognised_without_their_values() {
+        for k in [
+            "entry-timeout",
+            "attribute-timeout",
+            "negative-timeout",
+            "fuse-threads",
+            "max-background",
+            "max-write",
+            "ro",
+            "rw",
+        ] {
+            assert!(MountOptions::knows(k), "{k}");
+        }
+        for k in ["", "noatime", "entry-timeout=1", "backup-volfile-servers"] {
+            assert!(!MountOptions::knows(k), "{k}");
+        }
     }
 
     #[test]

@@ -1,23 +1,26 @@
 //! A real FUSE mount over an in-memory leaf translator: checks the kernel-facing behaviour
-//! of the edge (inode numbers, readdirplus `.`/`..`, xattr namespaces, unmount) without
-//! bricks or a network.
+//! of the edge (inode numbers, readdirplus `.`/`..`, xattr namespaces, unmount, live graph
+//! switches) without bricks or a network.
 //!
 //! Needs root and `/dev/fuse`, like every mount test (`scripts/test` runs as root).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cairn_translators::graph::{BuildCtx, TranslatorType};
 use cairn_translators::{
-    Cx, DirEntry, Entry, Fd, FileKind, FopError, FopResult, Gfid, Iatt, Loc, Payload, SetAttr,
-    Statfs, Target, TimeSet, Timespec, Translator, Xdata, XlatorBase, XlatorRef,
+    Cx, DirEntry, Entry, Fd, FileKind, FopError, FopResult, Gfid, Graph, Iatt, Loc, Payload,
+    Registry, SetAttr, Statfs, Target, TimeSet, Timespec, Translator, Xdata, XlatorBase, XlatorRef,
 };
+use cairn_volfiles::{Arity, Maturity, Role, TypeDecl};
 
 #[derive(Clone)]
 struct Node {
@@ -28,11 +31,113 @@ struct Node {
     xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-/// A leaf that keeps a whole volume in memory.
+/// A whole volume in memory: what the bricks would hold. Every graph built for the volume
+/// gets its own [`MemXl`] over the same `Mem`.
 struct Mem {
-    base: XlatorBase,
     nodes: Mutex<HashMap<Gfid, Node>>,
     lookups: AtomicU64,
+    /// `MemXl`s alive (built and not yet dropped).
+    instances: AtomicUsize,
+}
+
+/// The leaf translator of one graph over a [`Mem`]. Like `protocol/client`, it knows only
+/// the fds opened through it, and fails everything once stopped: a fop reaching the wrong
+/// graph, or a graph stopped too early, shows up as an error.
+struct MemXl {
+    base: XlatorBase,
+    mem: Arc<Mem>,
+    open: Mutex<HashSet<u64>>,
+    stopped: AtomicBool,
+}
+
+impl std::ops::Deref for MemXl {
+    type Target = Mem;
+    fn deref(&self) -> &Mem {
+        &self.mem
+    }
+}
+
+impl Drop for MemXl {
+    fn drop(&mut self) {
+        self.mem.instances.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl MemXl {
+    fn live(&self) -> FopResult<()> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(FopError::new(libc::ENOTCONN, "this graph was stopped"));
+        }
+        Ok(())
+    }
+
+    fn opened(&self, fd: &Fd) -> FopResult<()> {
+        self.live()?;
+        self.open.lock().unwrap().insert(fd.id());
+        Ok(())
+    }
+
+    fn known(&self, fd: &Fd) -> FopResult<()> {
+        self.live()?;
+        if !self.open.lock().unwrap().contains(&fd.id()) {
+            return Err(FopError::new(libc::EBADF, "fd not opened on this graph"));
+        }
+        Ok(())
+    }
+
+    fn target_gfid(&self, t: &Target) -> FopResult<Gfid> {
+        self.live()?;
+        if let Target::Fd(fd) = t {
+            self.known(fd)?;
+        }
+        self.mem.target_gfid(t)
+    }
+}
+
+/// Volumes by name, for the graph builder (whose constructors are plain functions).
+static VOLUMES: Mutex<BTreeMap<String, Arc<Mem>>> = Mutex::new(BTreeMap::new());
+
+fn build_mem(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
+    let mem = VOLUMES
+        .lock()
+        .unwrap()
+        .get(ctx.volume)
+        .cloned()
+        .ok_or_else(|| format!("no memory volume {}", ctx.volume))?;
+    mem.instances.fetch_add(1, Ordering::SeqCst);
+    Ok(Arc::new(MemXl {
+        base: XlatorBase::new(ctx.name, "test/mem", Vec::new()),
+        mem,
+        open: Mutex::new(HashSet::new()),
+        stopped: AtomicBool::new(false),
+    }))
+}
+
+/// Registers `mem` as volume `volume` and returns a fresh graph over it.
+fn graph(volume: &str, mem: &Arc<Mem>) -> Graph {
+    VOLUMES
+        .lock()
+        .unwrap()
+        .insert(volume.to_string(), Arc::clone(mem));
+    let mut registry = Registry::builtin();
+    registry.register(TranslatorType {
+        decl: TypeDecl {
+            type_name: "test/mem",
+            arity: Arity::Leaf,
+            roles: &[Role::Client],
+            maturity: Maturity::Stable,
+            options: &[],
+            doc: "A volume in memory.",
+        },
+        build: build_mem,
+    });
+    let vf = cairn_volfiles::parse(&format!(
+        "version: 1\nvolume: {volume}\nrole: client\ntop: {volume}-io-stats\ngraph:\n\
+         - {{name: {volume}-mem, type: test/mem}}\n\
+         - {{name: {volume}-io-stats, type: debug/io-stats, subvolumes: [{volume}-mem]}}\n"
+    ))
+    .unwrap();
+    Graph::from_volfile(&vf, &registry).unwrap()
 }
 
 fn now() -> Timespec {
@@ -74,9 +179,9 @@ impl Mem {
             },
         );
         Arc::new(Mem {
-            base: XlatorBase::new("mem", "test/mem", Vec::new()),
             nodes: Mutex::new(nodes),
             lookups: AtomicU64::new(0),
+            instances: AtomicUsize::new(0),
         })
     }
 
@@ -171,10 +276,15 @@ impl Mem {
 }
 
 #[async_trait::async_trait]
-impl Translator for Mem {
+impl Translator for MemXl {
     cairn_translators::xlator_base!();
 
+    async fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
     async fn lookup(&self, _cx: &Cx, loc: Loc, _x: Xdata) -> FopResult<Entry> {
+        self.live()?;
         self.lookups.fetch_add(1, Ordering::Relaxed);
         let g = self.gfid_of(&loc)?;
         Ok(Entry {
@@ -281,13 +391,17 @@ impl Translator for Mem {
         _flags: i32,
         mode: u32,
         _um: u32,
-        _fd: Fd,
+        fd: Fd,
         _x: Xdata,
     ) -> FopResult<Entry> {
-        self.make(cx, &loc, FileKind::File, mode)
+        self.live()?;
+        let e = self.make(cx, &loc, FileKind::File, mode)?;
+        self.opened(&fd)?;
+        Ok(e)
     }
 
-    async fn open(&self, _cx: &Cx, loc: Loc, flags: i32, _fd: Fd, _x: Xdata) -> FopResult<()> {
+    async fn open(&self, _cx: &Cx, loc: Loc, flags: i32, fd: Fd, _x: Xdata) -> FopResult<()> {
+        self.opened(&fd)?;
         let g = self.gfid_of(&loc)?;
         if flags & libc::O_TRUNC != 0 {
             let mut nodes = self.nodes.lock().unwrap();
@@ -299,6 +413,7 @@ impl Translator for Mem {
     }
 
     async fn read(&self, _cx: &Cx, fd: Fd, off: u64, size: u32, _x: Xdata) -> FopResult<Payload> {
+        self.known(&fd)?;
         let nodes = self.nodes.lock().unwrap();
         let data = &nodes.get(&fd.gfid()).ok_or_else(|| enoent(fd.gfid()))?.data;
         let start = (off as usize).min(data.len());
@@ -307,6 +422,7 @@ impl Translator for Mem {
     }
 
     async fn write(&self, _cx: &Cx, fd: Fd, off: u64, data: Payload, _x: Xdata) -> FopResult<Iatt> {
+        self.known(&fd)?;
         let mut nodes = self.nodes.lock().unwrap();
         let n = nodes.get_mut(&fd.gfid()).ok_or_else(|| enoent(fd.gfid()))?;
         let end = off as usize + data.len();
@@ -319,20 +435,23 @@ impl Translator for Mem {
         Ok(n.iatt.clone())
     }
 
-    async fn flush(&self, _cx: &Cx, _fd: Fd, _x: Xdata) -> FopResult<()> {
+    async fn flush(&self, _cx: &Cx, fd: Fd, _x: Xdata) -> FopResult<()> {
+        self.known(&fd)
+    }
+
+    async fn fsync(&self, _cx: &Cx, fd: Fd, _d: bool, _x: Xdata) -> FopResult<()> {
+        self.known(&fd)
+    }
+
+    async fn release(&self, _cx: &Cx, fd: Fd) -> FopResult<()> {
+        self.known(&fd)?;
+        self.open.lock().unwrap().remove(&fd.id());
         Ok(())
     }
 
-    async fn fsync(&self, _cx: &Cx, _fd: Fd, _d: bool, _x: Xdata) -> FopResult<()> {
-        Ok(())
-    }
-
-    async fn release(&self, _cx: &Cx, _fd: Fd) -> FopResult<()> {
-        Ok(())
-    }
-
-    async fn opendir(&self, _cx: &Cx, loc: Loc, _fd: Fd, _x: Xdata) -> FopResult<()> {
-        self.gfid_of(&loc).map(|_| ())
+    async fn opendir(&self, _cx: &Cx, loc: Loc, fd: Fd, _x: Xdata) -> FopResult<()> {
+        self.gfid_of(&loc)?;
+        self.opened(&fd)
     }
 
     async fn readdir(
@@ -344,6 +463,7 @@ impl Translator for Mem {
         plus: bool,
         _x: Xdata,
     ) -> FopResult<Vec<DirEntry>> {
+        self.known(&fd)?;
         let nodes = self.nodes.lock().unwrap();
         let dir = nodes.get(&fd.gfid()).ok_or_else(|| enoent(fd.gfid()))?;
         let mut all = vec![
@@ -376,7 +496,9 @@ impl Translator for Mem {
         Ok(all.into_iter().skip(offset as usize).take(7).collect())
     }
 
-    async fn releasedir(&self, _cx: &Cx, _fd: Fd) -> FopResult<()> {
+    async fn releasedir(&self, _cx: &Cx, fd: Fd) -> FopResult<()> {
+        self.known(&fd)?;
+        self.open.lock().unwrap().remove(&fd.id());
         Ok(())
     }
 
@@ -458,14 +580,14 @@ fn a_real_mount_behaves() {
         .build()
         .unwrap();
     let mem = Mem::new();
-    let top: XlatorRef = mem.clone();
     let dir = std::env::temp_dir().join(format!("cairn-fuse-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let opts = cairn_fuse::MountOptions {
         fsname: "cairn:memtest".into(),
         ..Default::default()
     };
-    let handle = cairn_fuse::mount(top, &dir, &opts, rt.handle().clone()).unwrap();
+    let handle =
+        cairn_fuse::mount(graph("memtest", &mem), &dir, &opts, rt.handle().clone()).unwrap();
     let mp = handle.mountpoint().to_path_buf();
     assert_eq!(
         cairn_fuse::mounted_at(&mp).unwrap().as_deref(),
@@ -627,5 +749,144 @@ fn a_real_mount_behaves() {
     assert_eq!(cairn_fuse::mounted_at(&mp).unwrap(), None);
     drop(busy);
     handle.join().unwrap();
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+/// Polls `what` until it is true, for at most 10 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn graphs_switch_under_open_files_and_a_busy_writer() {
+    const SWITCHES: u64 = 50;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mem = Mem::new();
+    let dir = std::env::temp_dir().join(format!("cairn-fuse-switch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = cairn_fuse::MountOptions {
+        fsname: "cairn:switchtest".into(),
+        ..Default::default()
+    };
+    let handle =
+        cairn_fuse::mount(graph("switchtest", &mem), &dir, &opts, rt.handle().clone()).unwrap();
+    let mp = handle.mountpoint().to_path_buf();
+    let switcher = handle.switcher();
+    assert_eq!(switcher.live_generations(), 1);
+    assert_eq!(switcher.current_generation(), Some(1));
+
+    // A file opened on the first graph and kept open through every switch.
+    let held_path = mp.join("held.dcm");
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&held_path)
+        .unwrap();
+    held.write_all_at(b"generation 1;", 0).unwrap();
+
+    // A writer that keeps creating, writing, reading back and listing through the mount.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let work = mp.join("incoming");
+        std::fs::create_dir(&work).unwrap();
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) || n < 20 {
+                let path = work.join(format!("image-{n:05}.dcm"));
+                let body = format!("image {n} ").repeat(100);
+                std::fs::write(&path, &body).map_err(|e| format!("write {n}: {e}"))?;
+                let back = std::fs::read_to_string(&path).map_err(|e| format!("read {n}: {e}"))?;
+                if back != body {
+                    return Err(format!("image {n} read back differently"));
+                }
+                if n.is_multiple_of(10) {
+                    let count = std::fs::read_dir(&work)
+                        .map_err(|e| format!("list: {e}"))?
+                        .count() as u64;
+                    if count != n + 1 {
+                        return Err(format!("listed {count} images, expected {}", n + 1));
+                    }
+                }
+                n += 1;
+            }
+            Ok(n)
+        })
+    };
+
+    for k in 2..=SWITCHES + 1 {
+        assert_eq!(switcher.switch(graph("switchtest", &mem)), Some(k));
+        // The held file keeps working on the graph that opened it.
+        let note = format!("switch {k};");
+        let at = held.metadata().unwrap().len();
+        held.write_all_at(note.as_bytes(), at).unwrap();
+        let mut back = vec![0u8; note.len()];
+        held.read_exact_at(&mut back, at).unwrap();
+        assert_eq!(back, note.as_bytes());
+        // New names and opens go to the new graph.
+        std::fs::write(mp.join(format!("after-{k}")), k.to_string()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap().unwrap();
+    assert!(written >= 20, "{written}");
+
+    // Generation 1 stays alive for the held file; every other old graph is gone.
+    eventually("two live generations", || switcher.live_generations() == 2);
+    eventually("two translator instances", || {
+        mem.instances.load(Ordering::SeqCst) == 2
+    });
+    let text = std::fs::read_to_string(&held_path).unwrap();
+    assert!(
+        text.starts_with("generation 1;switch 2;switch 3;"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!("switch {};", SWITCHES + 1)),
+        "{text}"
+    );
+    held.sync_all().unwrap();
+    drop(held);
+    eventually("one live generation", || switcher.live_generations() == 1);
+    eventually("one translator instance", || {
+        mem.instances.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(switcher.current_generation(), Some(SWITCHES + 1));
+
+    // Files written through any generation are all there, through the newest one.
+    let names: HashSet<String> = std::fs::read_dir(&mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for k in 2..=SWITCHES + 1 {
+        assert!(names.contains(&format!("after-{k}")), "after-{k} missing");
+    }
+    assert_eq!(
+        std::fs::read_dir(mp.join("incoming")).unwrap().count() as u64,
+        written
+    );
+
+    // After the unmount, the last graph is stopped and freed too.
+    handle.unmount_and_join().unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), switcher.stopped())
+            .await
+            .expect("every generation stops after the unmount");
+    });
+    assert_eq!(switcher.live_generations(), 0);
+    assert_eq!(switcher.current_generation(), None);
+    eventually("no translator instance", || {
+        mem.instances.load(Ordering::SeqCst) == 0
+    });
     std::fs::remove_dir(&dir).unwrap();
 }
