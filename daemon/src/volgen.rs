@@ -1,6 +1,6 @@
 //! Volfile generation: the brick graph of each brick, and the client graph of a volume.
 //!
-//! Brick: `protocol/server → debug/io-stats → features/locks → storage/posix`.
+//! Brick: `protocol/server → debug/io-stats → features/index → features/locks → storage/posix`.
 //!
 //! Client: one `protocol/client` per brick; with `replica N` every N consecutive bricks are
 //! grouped under a `cluster/replicate`; several groups go under a `cluster/distribute`;
@@ -72,6 +72,7 @@ pub fn brick_volfile(
     let b = &brick.id;
     let posix = format!("{v}-{b}-posix");
     let locks = format!("{v}-{b}-locks");
+    let index = format!("{v}-{b}-index");
     let stats = format!("{v}-{b}-io-stats");
     let server = format!("{v}-{b}-server");
     let mut stats_opts = BTreeMap::new();
@@ -112,7 +113,13 @@ pub fn brick_volfile(
                 BTreeMap::new(),
                 vec![posix],
             ),
-            node(stats.clone(), "debug/io-stats", stats_opts, vec![locks]),
+            node(
+                index.clone(),
+                "features/index",
+                opts(&[("directory", &format!("{}/.cairn/indices", brick.path))]),
+                vec![locks],
+            ),
+            node(stats.clone(), "debug/io-stats", stats_opts, vec![index]),
             node(server, "protocol/server", server_opts, vec![stats]),
         ],
     }
