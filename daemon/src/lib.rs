@@ -157,10 +157,13 @@ impl Daemon {
 
     /// Whether a peer answered the last check.
     pub fn is_reachable(&self, uuid: &str) -> bool {
-        self.reachable
-            .lock()
-            .map(|r| r.get(uuid).copied().unwrap_or(false))
-            .unwrap_or(false)
+        self.reachability(uuid).unwrap_or(false)
+    }
+
+    /// What the last check of a peer said; `None` before the first check (a node that just
+    /// joined).
+    pub fn reachability(&self, uuid: &str) -> Option<bool> {
+        self.reachable.lock().ok()?.get(uuid).copied()
     }
 
     fn set_reachable(&self, uuid: &str, up: bool) -> bool {

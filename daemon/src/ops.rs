@@ -93,6 +93,14 @@ pub fn build_create(
             req.bricks.len()
         ));
     }
+    if req.bricks.len() > replica as usize {
+        return Err(format!(
+            "{} bricks with replica {replica} make {} replica sets; volumes of several sets need \
+             cluster/distribute, which this release does not have yet: use {replica} brick(s)",
+            req.bricks.len(),
+            req.bricks.len() / replica as usize
+        ));
+    }
     if req.arbiter && replica != 3 {
         return Err("arbiter is supported with replica 3 only (replica 3 arbiter 1)".into());
     }
@@ -427,7 +435,7 @@ mod tests {
         );
         build_create(&c, &req("v", 2, &["a:/b1", "a:/b2"], true), PORTS, 2).unwrap();
         let e =
-            build_create(&c, &req("v", 1, &["a:/d", "a:/d/inner"], true), PORTS, 2).unwrap_err();
+            build_create(&c, &req("v", 2, &["a:/d", "a:/d/inner"], true), PORTS, 2).unwrap_err();
         assert!(e.contains("nested"), "{e}");
         let e = build_create(&c, &req("v", 1, &["z:/d"], true), PORTS, 2).unwrap_err();
         assert!(e.contains("not in the pool"), "{e}");
@@ -464,17 +472,23 @@ mod tests {
     #[test]
     fn ports_are_the_lowest_free_per_host() {
         let mut c = pool(&["a", "b"]);
-        let v = build_create(&c, &req("v", 1, &["a:/1", "a:/2", "b:/1"], true), PORTS, 2).unwrap();
+        let v = build_create(&c, &req("v", 3, &["a:/1", "a:/2", "b:/1"], true), PORTS, 2).unwrap();
         let ports: Vec<u16> = v.bricks.iter().map(|b| b.port).collect();
         assert_eq!(ports, vec![24010, 24011, 24010]);
         apply(&mut c, &Op::CreateVolume(v), 2);
-        let w = build_create(&c, &req("w", 1, &["a:/3", "b:/2"], true), PORTS, 3).unwrap();
+        let w = build_create(&c, &req("w", 2, &["a:/3", "b:/2"], true), PORTS, 3).unwrap();
         assert_eq!(
             w.bricks.iter().map(|b| b.port).collect::<Vec<_>>(),
             vec![24012, 24011]
         );
-        let e = build_create(&c, &req("x", 1, &["a:/4", "a:/5"], true), PORTS, 3).unwrap_err();
+        apply(&mut c, &Op::CreateVolume(w), 3);
+        let e = build_create(&c, &req("x", 1, &["a:/4"], true), PORTS, 4).unwrap_err();
         assert!(e.contains("no free brick port"), "{e}");
+        let e = build_create(&c, &req("y", 1, &["a:/5", "b:/5"], true), PORTS, 4).unwrap_err();
+        assert!(
+            e.contains("cluster/distribute"),
+            "several sets are refused for now: {e}"
+        );
     }
 
     #[test]

@@ -114,6 +114,39 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "cluster.quorum-type",
+        kind: OptionKind::Enum(&["auto", "fixed", "none"]),
+        default: "auto",
+        doc: "Client quorum: auto = a majority of each replica set's bricks must be up to change anything (with an even count, half including the first); fixed = cluster.quorum-count bricks; none = one brick.",
+        targets: &[Target::Client {
+            xlator: "cluster/replicate",
+            key: "quorum-type",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.quorum-count",
+        kind: OptionKind::Int { min: 1, max: 64 },
+        default: "1",
+        doc: "Bricks of a replica set that must be up to change anything, with cluster.quorum-type fixed.",
+        targets: &[Target::Client {
+            xlator: "cluster/replicate",
+            key: "quorum-count",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.read-policy",
+        kind: OptionKind::Enum(&["first-up", "hashed", "least-latency"]),
+        default: "first-up",
+        doc: "Which good copy serves reads: the first brick up, one chosen by the file (spreads load), or the fastest lately.",
+        targets: &[Target::Client {
+            xlator: "cluster/replicate",
+            key: "read-policy",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "diagnostics.latency-measurement",
         kind: OptionKind::Bool,
         default: "on",

@@ -261,15 +261,16 @@ impl Daemon {
         self.commit_all(nodes, t).await
     }
 
-    /// The nodes a transaction runs on: this node and every peer the monitor sees, provided
-    /// they are a majority of the pool (server quorum), so a node cut off from the others
-    /// cannot change the configuration alone. Nodes left out catch up by version later.
+    /// The nodes a transaction runs on: this node and every peer not known to be down,
+    /// provided they are a majority of the pool (server quorum), so a node cut off from the
+    /// others cannot change the configuration alone. Nodes left out catch up by version
+    /// later; a node that is included but does not answer fails the transaction by name.
     pub fn participants(&self) -> Result<Vec<NodeInfo>, String> {
         let me = self.me()?;
         let all = self.config()?.nodes;
         let up: Vec<NodeInfo> = all
             .iter()
-            .filter(|n| n.uuid == me.uuid || self.is_reachable(&n.uuid))
+            .filter(|n| n.uuid == me.uuid || self.reachability(&n.uuid) != Some(false))
             .cloned()
             .collect();
         if up.len() * 2 <= all.len() {

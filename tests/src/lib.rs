@@ -534,3 +534,243 @@ pub fn workspace_root() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// A running `cairnd`.
+pub struct DaemonProc {
+    child: Option<Child>,
+    /// `host` it binds (port 24007).
+    pub host: String,
+    /// Its state directory.
+    pub state: PathBuf,
+    /// Its log directory.
+    pub logs: PathBuf,
+    netns: Option<String>,
+}
+
+impl DaemonProc {
+    /// Starts `cairnd` bound to `host:24007` with state under `dir`, optionally inside a
+    /// network namespace.
+    pub fn start(dir: &Path, host: &str, netns: Option<&str>) -> DaemonProc {
+        let state = dir.join("state");
+        let logs = dir.join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("cairnd"));
+                c
+            }
+            None => Command::new(bin("cairnd")),
+        };
+        cmd.arg("--bind")
+            .arg(format!("{host}:24007"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--log-dir")
+            .arg(&logs)
+            .args(["--brick-ports", "24010-24100"]);
+        let (child, _) = spawn_until(&mut cmd, Duration::from_secs(20), |l| {
+            l.starts_with("cairnd ")
+        })
+        .unwrap_or_else(|e| panic!("cairnd did not start: {e}"));
+        DaemonProc {
+            child: Some(child),
+            host: host.to_string(),
+            state,
+            logs,
+            netns: netns.map(str::to_string),
+        }
+    }
+
+    /// The local CLI socket.
+    pub fn socket(&self) -> PathBuf {
+        self.state.join("cairnd.sock")
+    }
+
+    /// Runs `cairn --server <socket> ARGS` and returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin("cairn"))
+            .arg("--server")
+            .arg(self.socket())
+            .arg("--mode")
+            .arg("script")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs the CLI against `host` over TCP, as someone outside the pool would (no socket,
+    /// no pool secret).
+    pub fn cli_over_tcp(&self, host: &str, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin("cairn"))
+            .args([
+                "--server",
+                host,
+                "--state-dir",
+                "/nonexistent-cairn-state",
+                "--mode",
+                "script",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`DaemonProc::cli`], panicking unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.cli(args);
+        assert_eq!(code, 0, "cairn {args:?} failed: {err}{out}");
+        out
+    }
+
+    /// Stops it with SIGTERM (its bricks keep running, as in production).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, nix::sys::signal::Signal::SIGTERM);
+            if wait_timeout(&mut c, Duration::from_secs(10)).is_none() {
+                signal(&c, nix::sys::signal::Signal::SIGKILL);
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Starts it again with the same state.
+    pub fn restart(&mut self) {
+        self.stop();
+        let dir = self.state.parent().unwrap().to_path_buf();
+        let again = DaemonProc::start(&dir, &self.host, self.netns.as_deref());
+        *self = again;
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.logs.join("cairnd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Kills every process whose command line mentions `path` (bricks started by daemons of a
+/// test), and unmounts whatever is mounted below it.
+pub fn kill_everything_under(path: &Path) {
+    let p = path.display().to_string();
+    if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {
+        for m in mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&p))
+        {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+    let _ = Command::new("pkill")
+        .arg("-KILL")
+        .arg("-f")
+        .arg(&p)
+        .status();
+}
+
+/// A network of namespaces joined by a bridge: node `i` is `PREFIX.i` inside namespace
+/// `cairn-TAG-i`; the bridge (in the root namespace) is `PREFIX.254`.
+pub struct Netns {
+    /// Namespace names.
+    pub names: Vec<String>,
+    /// Node addresses.
+    pub addrs: Vec<String>,
+    bridge: String,
+    tag: String,
+}
+
+impl Netns {
+    /// Creates `n` namespaces on subnet `prefix` (like "10.77.3").
+    pub fn new(tag: &str, prefix: &str, n: usize) -> Netns {
+        let bridge = format!("br-cairn-{tag}");
+        let sh = |c: &str| {
+            let st = Command::new("bash").arg("-c").arg(c).status().unwrap();
+            assert!(st.success(), "{c}");
+        };
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        sh(&format!(
+            "ip link add {bridge} type bridge && ip link set {bridge} up && ip addr add {prefix}.254/24 dev {bridge}"
+        ));
+        let mut names = Vec::new();
+        let mut addrs = Vec::new();
+        for i in 1..=n {
+            let ns = format!("cairn-{tag}-{i}");
+            let veth = format!("vc{tag}{i}");
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            sh(&format!(
+                "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
+                 ip link set {veth} master {bridge} up && \
+                 ip netns exec {ns} ip addr add {prefix}.{i}/24 dev eth0 && \
+                 ip netns exec {ns} ip link set eth0 up && ip netns exec {ns} ip link set lo up"
+            ));
+            names.push(ns);
+            addrs.push(format!("{prefix}.{i}"));
+        }
+        Netns {
+            names,
+            addrs,
+            bridge,
+            tag: tag.to_string(),
+        }
+    }
+
+    /// Cuts node `i` (0-based) off the network, or reconnects it.
+    pub fn set_link(&self, i: usize, up: bool) {
+        let veth = format!("vc{}{}", self.tag, i + 1);
+        let st = Command::new("ip")
+            .args(["link", "set", &veth, if up { "up" } else { "down" }])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// Mounts `server:/volume` with `cairn mount` in the foreground (server form).
+pub fn mount_from_server(spec: &str, path: &Path, extra: &[&str]) -> Result<MountProc, String> {
+    fs::create_dir_all(path).unwrap();
+    let log = path.with_extension("mount.log");
+    let mut cmd = Command::new(bin("cairn"));
+    cmd.arg("mount").arg(spec).arg(path);
+    cmd.args(["--foreground", "--notify-ready", "--log-file"])
+        .arg(&log)
+        .args(extra);
+    let (child, _) = spawn_until(&mut cmd, Duration::from_secs(40), |l| l.trim() == "ready")?;
+    Ok(MountProc::adopt(child, path.to_path_buf(), log))
+}
+
+impl MountProc {
+    fn adopt(child: Child, path: PathBuf, log: PathBuf) -> MountProc {
+        MountProc {
+            child: Some(child),
+            path,
+            log,
+        }
+    }
+}

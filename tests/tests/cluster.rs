@@ -1,0 +1,579 @@
+//! The management plane with real processes: pools of cairnd on 127.77.X.Y addresses (and
+//! in network namespaces), the real cairn CLI, real FUSE mounts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn_tests::*;
+
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+struct Pool {
+    nodes: Vec<DaemonProc>,
+    tmp: tempfile::TempDir,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        kill_everything_under(self.tmp.path());
+    }
+}
+
+/// Three daemons on 127.77.`net`.1-3, probed into one pool from the first.
+fn pool(net: u8) -> Pool {
+    require_root();
+    let tmp = tempfile::Builder::new()
+        .prefix("cairn-pool-")
+        .tempdir()
+        .unwrap();
+    let nodes: Vec<DaemonProc> = (1..=3)
+        .map(|i| {
+            DaemonProc::start(
+                &tmp.path().join(format!("n{i}")),
+                &format!("127.77.{net}.{i}"),
+                None,
+            )
+        })
+        .collect();
+    for n in &nodes[1..] {
+        let out = nodes[0].ok(&["peer", "probe", &n.host]);
+        assert!(out.contains("success"), "{out}");
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            nodes.iter().all(|n| {
+                let (_, out, _) = n.cli(&["peer", "status"]);
+                out.matches("(Connected)").count() == 2
+            })
+        }),
+        "every node sees two connected peers"
+    );
+    Pool { nodes, tmp }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+trait Get {
+    fn get_str(&self, k: &str) -> &str;
+    fn get_bool(&self, k: &str) -> bool;
+    fn get_num(&self, k: &str) -> f64;
+    fn list(&self, k: &str) -> Vec<serde_json::Value>;
+}
+
+impl Get for serde_json::Value {
+    fn get_str(&self, k: &str) -> &str {
+        self.get(k).and_then(|v| v.as_str()).unwrap_or("")
+    }
+    fn get_bool(&self, k: &str) -> bool {
+        self.get(k).and_then(|v| v.as_bool()).unwrap_or(false)
+    }
+    fn get_num(&self, k: &str) -> f64 {
+        self.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+    }
+    fn list(&self, k: &str) -> Vec<serde_json::Value> {
+        self.get(k)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A plain HTTP GET (the body of a 200 reply).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn bricks(p: &Pool, tag: &str) -> Vec<String> {
+    p.nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{}:{}",
+                n.host,
+                p.tmp.path().join(format!("{tag}-{}", n.host)).display()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_pool_of_three_runs_a_replicated_volume_through_its_whole_life() {
+    let p = pool(1);
+    let n1 = &p.nodes[0];
+    // pool list from any node shows all three, itself as localhost.
+    let out = p.nodes[2].ok(&["pool", "list"]);
+    assert_eq!(out.matches("Connected").count(), 3, "{out}");
+    assert!(out.contains("localhost"), "{out}");
+
+    let b = bricks(&p, "pacs");
+    let mut args = vec!["volume", "create", "pacs", "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    let out = n1.ok(&args);
+    assert!(out.contains("volume create: pacs: success"), "{out}");
+    let info = p.nodes[1].ok(&["volume", "info", "pacs"]);
+    for needle in [
+        "Volume Name: pacs",
+        "Type: Replicate",
+        "Status: Created",
+        "Number of Bricks: 1 x 3 = 3",
+        "Brick1: 127.77.1.1:",
+    ] {
+        assert!(info.contains(needle), "{needle} in {info}");
+    }
+    n1.ok(&["volume", "start", "pacs"]);
+    let status = json(&p.nodes[2].ok(&["--json", "volume", "status", "pacs"]));
+    let bs = status.list("bricks");
+    assert_eq!(bs.len(), 3);
+    assert!(
+        bs.iter().all(|b| b.get_bool("online")
+            && b.get_num("pid") > 0.0
+            && b.get_num("port") >= 24010.0),
+        "{status:?}"
+    );
+
+    // Mount from a server, write, and the three bricks hold the files as plain files.
+    let mnt = p.tmp.path().join("mnt");
+    let m = mount_from_server("127.77.1.2:/pacs", &mnt, &[]).unwrap();
+    fs::create_dir_all(mnt.join("2024/05/17/study/series")).unwrap();
+    for i in 0..20 {
+        fs::write(
+            mnt.join(format!("2024/05/17/study/series/IM{i:03}.dcm")),
+            pattern(57 * 1024, i),
+        )
+        .unwrap();
+    }
+    for path in &b {
+        let dir = Path::new(path.split_once(':').unwrap().1);
+        for i in 0..20 {
+            assert_eq!(
+                fs::read(dir.join(format!("2024/05/17/study/series/IM{i:03}.dcm"))).unwrap(),
+                pattern(57 * 1024, i)
+            );
+        }
+    }
+    let clients = p.nodes[0].ok(&["volume", "status", "pacs", "clients"]);
+    assert!(
+        clients.contains("Clients connected : 1") || clients.contains("Clients connected: 1"),
+        "{clients}"
+    );
+
+    // Options: refused with a useful message, set, read back, reset; the mounted client
+    // switches to the new graph without unmounting.
+    let (code, _, err) = n1.cli(&["volume", "set", "pacs", "network.ping-timout", "5"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("network.ping-timeout"),
+        "the error lists the real keys: {err}"
+    );
+    let (code, _, err) = n1.cli(&["volume", "set", "pacs", "network.ping-timeout", "soon"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("duration"), "{err}");
+    let held = fs::File::open(mnt.join("2024/05/17/study/series/IM001.dcm")).unwrap();
+    n1.ok(&["volume", "set", "pacs", "network.ping-timeout", "7"]);
+    let got = json(&p.nodes[2].ok(&["--json", "volume", "get", "pacs", "network.ping-timeout"]));
+    assert_eq!(got.get_str("value"), "7", "{got:?}");
+    assert!(
+        eventually(Duration::from_secs(45), || m
+            .log_text()
+            .contains("switched")),
+        "the client switched graphs:\n{}",
+        m.log_text()
+    );
+    fs::write(mnt.join("after-switch"), b"still mounted").unwrap();
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut buf).unwrap();
+    assert_eq!(
+        buf,
+        pattern(57 * 1024, 1),
+        "a file held open across the switch still reads"
+    );
+    drop(held);
+    n1.ok(&["volume", "reset", "pacs", "network.ping-timeout"]);
+    let got = json(&n1.ok(&["--json", "volume", "get", "pacs", "network.ping-timeout"]));
+    assert!(got.get_bool("is_default"), "{got:?}");
+
+    drop(m);
+    n1.ok(&["volume", "stop", "pacs"]);
+    let status = json(&n1.ok(&["--json", "volume", "status", "pacs"]));
+    assert!(
+        status.list("bricks").iter().all(|b| !b.get_bool("online")),
+        "{status:?}"
+    );
+    n1.ok(&["volume", "delete", "pacs"]);
+    assert!(p.nodes[2].ok(&["volume", "list"]).contains("No volumes"));
+    // The data is still on the bricks.
+    let dir = Path::new(b[0].split_once(':').unwrap().1);
+    assert!(dir.join("after-switch").exists());
+}
+
+#[test]
+fn supervision_restarts_a_crashed_brick_and_a_restarted_daemon_adopts_its_bricks() {
+    let mut p = pool(2);
+    let b = bricks(&p, "sup");
+    let mut args = vec!["volume", "create", "sup", "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    p.nodes[0].ok(&["volume", "start", "sup"]);
+    let pid_of = |p: &Pool, i: usize| -> u32 {
+        let s = json(&p.nodes[0].ok(&["--json", "volume", "status", "sup"]));
+        s.list("bricks")[i].get_num("pid") as u32
+    };
+    let first = pid_of(&p, 1);
+    assert!(first > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let s = json(&p.nodes[0].ok(&["--json", "volume", "status", "sup"]));
+            let b = &s.list("bricks")[1];
+            b.get_bool("online") && b.get_num("pid") as u32 != first
+        }),
+        "the crashed brick runs again under a new pid"
+    );
+    assert!(p.nodes[1].log_text().contains("exited unexpectedly"));
+
+    // Restart node 3's daemon: its brick keeps running and is adopted, not duplicated.
+    let before = pid_of(&p, 2);
+    p.nodes[2].restart();
+    assert!(p.nodes[2].log_text().contains("adopted a running brick"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pid_of(&p, 2), before, "the same brick process");
+    let procs = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(format!(
+            "{}/vols/sup/brick-2.vol",
+            p.nodes[2].state.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&procs.stdout).lines().count(),
+        1,
+        "exactly one brick process"
+    );
+    p.nodes[0].ok(&["volume", "stop", "sup"]);
+}
+
+#[test]
+fn clients_without_the_secret_or_outside_auth_allow_are_refused() {
+    let p = pool(3);
+    let b = bricks(&p, "sec");
+    let mut args = vec!["volume", "create", "sec", "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    p.nodes[0].ok(&["volume", "start", "sec"]);
+    // A client that did not get the volfile from a peer has no secret.
+    let vf = http_get("127.77.3.1:24007", "/v1/volumes/sec/volfile?role=client");
+    assert!(
+        vf.contains("auth-secret"),
+        "the served volfile carries the secret: {vf}"
+    );
+    let stripped: String = vf
+        .lines()
+        .filter(|l| !l.contains("auth-secret"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let vpath = p.tmp.path().join("nosecret.vol");
+    fs::write(&vpath, stripped).unwrap();
+    let err = MountProc::try_start(
+        &vpath,
+        &p.tmp.path().join("m1"),
+        &["--connect-timeout", "3"],
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("cannot reach the volume"), "{err}");
+    let brick_log =
+        fs::read_to_string(p.nodes[0].logs.join("bricks/sec-brick-0.log")).unwrap_or_default();
+    assert!(
+        brick_log.contains("refused client") && brick_log.contains("secret"),
+        "{brick_log}"
+    );
+
+    // auth.allow: 127.77.3.x may not mount any more; the volfile server says so.
+    p.nodes[0].ok(&["volume", "set", "sec", "auth.allow", "10.0.0.0/8"]);
+    let err = mount_from_server(
+        "127.77.3.2:/sec",
+        &p.tmp.path().join("m2"),
+        &["--connect-timeout", "3"],
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("not allowed to mount"), "{err}");
+    assert!(p.nodes[1].log_text().contains("refused a volfile request"));
+    p.nodes[0].ok(&["volume", "reset", "sec"]);
+    let m = mount_from_server("127.77.3.2:/sec", &p.tmp.path().join("m3"), &[]).unwrap();
+    fs::write(m.path.join("ok"), b"allowed again").unwrap();
+    drop(m);
+    // Configuration changes from outside the pool are refused.
+    let (code, _, err) = p.nodes[0].cli_over_tcp(
+        "127.77.3.1",
+        &["volume", "set", "sec", "network.ping-timeout", "5"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("local CLI") || err.contains("pool members"),
+        "{err}"
+    );
+    p.nodes[0].ok(&["volume", "stop", "sec"]);
+}
+
+#[test]
+fn create_refuses_what_gluster_refuses_and_changes_nothing() {
+    let p = pool(4);
+    let n1 = &p.nodes[0];
+    let t = p.tmp.path();
+    let h = |i: usize| p.nodes[i].host.clone();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "v".into(),
+                "replica".into(),
+                "3".into(),
+                format!("{}:{}/a", h(0), t.display()),
+                format!("{}:{}/b", h(1), t.display()),
+            ],
+            "multiple of 3",
+        ),
+        (
+            vec![
+                "v".into(),
+                "replica".into(),
+                "2".into(),
+                format!("{}:{}/a", h(0), t.display()),
+                format!("{}:{}/b", h(0), t.display()),
+            ],
+            "more than one brick on host",
+        ),
+        (
+            vec![
+                "v".into(),
+                "replica".into(),
+                "2".into(),
+                format!("{}:{}/n", h(0), t.display()),
+                format!("{}:{}/n/inner", h(0), t.display()),
+                "force".into(),
+            ],
+            "nested",
+        ),
+        (
+            vec![
+                "v".into(),
+                format!("10.255.255.1:{}/x", t.display()),
+                "force".into(),
+            ],
+            "not in the pool",
+        ),
+        (
+            vec!["v".into(), format!("{}:{}/r", h(0), t.display())],
+            "root filesystem",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut full = vec!["volume".to_string(), "create".to_string()];
+        full.extend(args);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let (code, _, err) = n1.cli(&refs);
+        // 2: the CLI saw it in the arguments; 1: the daemon refused it.
+        assert!(code == 1 || code == 2, "{full:?} exited {code}");
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+    assert!(n1.ok(&["volume", "list"]).contains("No volumes"));
+    // A brick inside another volume's brick.
+    n1.ok(&[
+        "volume",
+        "create",
+        "first",
+        &format!("{}:{}/first", h(1), t.display()),
+        "force",
+    ]);
+    let (code, _, err) = n1.cli(&[
+        "volume",
+        "create",
+        "second",
+        &format!("{}:{}/first/sub", h(1), t.display()),
+        "force",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already part of volume first"), "{err}");
+    assert_eq!(n1.ok(&["volume", "list"]).trim(), "first");
+}
+
+#[test]
+fn concurrent_changes_from_different_nodes_never_diverge() {
+    let p = pool(5);
+    let b = bricks(&p, "cc");
+    let mut args = vec!["volume", "create", "cc", "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    let mut busy = 0;
+    for round in 0..6 {
+        let v1 = format!("{}", 5 + round);
+        let v2 = format!("{}", 30 + round);
+        let (s1, s2) = (p.nodes[0].socket(), p.nodes[2].socket());
+        let t1 = std::thread::spawn(move || {
+            std::process::Command::new(bin("cairn"))
+                .arg("--server")
+                .arg(s1)
+                .args(["volume", "set", "cc", "network.ping-timeout", &v1])
+                .output()
+                .unwrap()
+        });
+        let t2 = std::thread::spawn(move || {
+            std::process::Command::new(bin("cairn"))
+                .arg("--server")
+                .arg(s2)
+                .args(["volume", "set", "cc", "network.ping-timeout", &v2])
+                .output()
+                .unwrap()
+        });
+        for out in [t1.join().unwrap(), t2.join().unwrap()] {
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("another transaction is in progress"),
+                    "the only refusal is the busy one: {err}"
+                );
+                busy += 1;
+            }
+        }
+        // Every node agrees on the value.
+        let vals: Vec<String> = p
+            .nodes
+            .iter()
+            .map(|n| {
+                json(&n.ok(&["--json", "volume", "get", "cc", "network.ping-timeout"]))
+                    .get_str("value")
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            vals.iter().all(|v| *v == vals[0]),
+            "round {round}: {vals:?}"
+        );
+    }
+    eprintln!("{busy} of 12 changes were told another transaction was in progress");
+}
+
+#[test]
+fn a_node_cut_off_mid_change_changes_nothing_and_the_pool_converges() {
+    require_root();
+    let net = Netns::new("t6", "10.77.6", 3);
+    let tmp = tempfile::Builder::new()
+        .prefix("cairn-netns-")
+        .tempdir()
+        .unwrap();
+    let mut nodes: Vec<DaemonProc> = (0..3)
+        .map(|i| {
+            DaemonProc::start(
+                &tmp.path().join(format!("n{i}")),
+                &net.addrs[i],
+                Some(&net.names[i]),
+            )
+        })
+        .collect();
+    let cleanup = |nodes: &mut Vec<DaemonProc>| {
+        for n in nodes.iter_mut() {
+            n.stop();
+        }
+        kill_everything_under(tmp.path());
+    };
+    for n in &nodes[1..] {
+        nodes[0].ok(&["peer", "probe", &n.host]);
+    }
+    assert!(eventually(Duration::from_secs(15), || nodes[2]
+        .ok(&["peer", "status"])
+        .matches("(Connected)")
+        .count()
+        == 2));
+    let bs: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{}:{}",
+                n.host,
+                tmp.path().join(format!("b-{}", n.host)).display()
+            )
+        })
+        .collect();
+    let mut args = vec!["volume", "create", "cut", "replica", "3"];
+    args.extend(bs.iter().map(String::as_str));
+    args.push("force");
+    nodes[0].ok(&args);
+    let get = |n: &DaemonProc| {
+        json(&n.ok(&["--json", "volume", "get", "cut", "network.ping-timeout"]))
+            .get_str("value")
+            .to_string()
+    };
+
+    // Cut node 3 and change the volume at once, before anyone noticed: the change fails,
+    // naming the node, and nothing changed anywhere.
+    net.set_link(2, false);
+    let (code, _, err) = nodes[0].cli(&["volume", "set", "cut", "network.ping-timeout", "17"]);
+    assert_eq!(code, 1, "the change must fail");
+    assert!(
+        err.contains(&net.addrs[2]),
+        "the error names the peer: {err}"
+    );
+    for n in &nodes {
+        assert_eq!(get(n), "10s", "unchanged on {}", n.host);
+    }
+
+    // Once the node is known to be away, the majority goes ahead without it...
+    assert!(eventually(Duration::from_secs(15), || nodes[0]
+        .ok(&["peer", "status"])
+        .contains("(Disconnected)")));
+    nodes[0].ok(&["volume", "set", "cut", "network.ping-timeout", "23"]);
+    assert_eq!(get(&nodes[1]), "23");
+    assert_eq!(get(&nodes[2]), "10s", "the cut-off node did not see it");
+    // ...and a node alone cannot change anything.
+    let (code, _, err) = nodes[2].cli(&["volume", "set", "cut", "network.ping-timeout", "99"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("majority"), "{err}");
+
+    // Reconnected, it catches up by version.
+    net.set_link(2, true);
+    assert!(
+        eventually(Duration::from_secs(20), || get(&nodes[2]) == "23"),
+        "the pool converges"
+    );
+    assert!(nodes[2].log_text().contains("caught up"));
+    cleanup(&mut nodes);
+}
