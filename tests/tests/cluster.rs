@@ -577,3 +577,83 @@ fn a_node_cut_off_mid_change_changes_nothing_and_the_pool_converges() {
     assert!(nodes[2].log_text().contains("caught up"));
     cleanup(&mut nodes);
 }
+
+/// Installs /sbin/mount.cairn (a link to the cairn under test) for the test's lifetime.
+struct MountHelper {
+    created: bool,
+}
+
+impl MountHelper {
+    fn install() -> MountHelper {
+        let link = Path::new("/sbin/mount.cairn");
+        if fs::symlink_metadata(link).is_ok() {
+            let target = fs::read_link(link).ok();
+            if target.as_deref() == Some(bin("cairn").as_path()) {
+                return MountHelper { created: false };
+            }
+            fs::remove_file(link).unwrap();
+        }
+        std::os::unix::fs::symlink(bin("cairn"), link).unwrap();
+        MountHelper { created: true }
+    }
+}
+
+impl Drop for MountHelper {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = fs::remove_file("/sbin/mount.cairn");
+        }
+    }
+}
+
+#[test]
+fn mount_t_cairn_and_an_fstab_line_fall_back_to_backup_volfile_servers() {
+    let p = pool(7);
+    let b = bricks(&p, "fst");
+    let mut args = vec!["volume", "create", "fst", "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    p.nodes[0].ok(&["volume", "start", "fst"]);
+    let _helper = MountHelper::install();
+
+    let mnt = p.tmp.path().join("by-type");
+    fs::create_dir_all(&mnt).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "cairn", "127.77.7.1:/fst"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount -t cairn: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&mnt));
+    fs::write(mnt.join("via-mount-t"), b"ok").unwrap();
+    run(std::process::Command::new("umount").arg(&mnt));
+
+    // The first server in the fstab line has no daemon: the backups serve the volfile.
+    let fstab = p.tmp.path().join("fstab");
+    let mnt2 = p.tmp.path().join("by-fstab");
+    fs::create_dir_all(&mnt2).unwrap();
+    fs::write(
+        &fstab,
+        format!("127.77.7.9:/fst {} cairn defaults,_netdev,backup-volfile-servers=127.77.7.2:127.77.7.3 0 0\n", mnt2.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("mount")
+        .arg("--fstab")
+        .arg(&fstab)
+        .arg(&mnt2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount from fstab: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(mnt2.join("via-mount-t")).unwrap(), b"ok");
+    run(std::process::Command::new("umount").arg(&mnt2));
+    p.nodes[0].ok(&["volume", "stop", "fst"]);
+}
