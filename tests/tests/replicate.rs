@@ -479,3 +479,268 @@ async fn a_split_brain_reads_as_eio() {
     let _ = XATTR_DIRTY;
     g.stop().await;
 }
+
+/// Gfids in the heal index of any brick.
+fn indexed(set: &Set) -> Vec<Gfid> {
+    let mut out: Vec<Gfid> = set
+        .dirs
+        .iter()
+        .filter_map(|d| fs::read_dir(d.join(".cairn/indices")).ok())
+        .flat_map(|r| r.flatten())
+        .filter_map(|e| Gfid::parse(&e.file_name().to_string_lossy()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Heals what the indices name until they are empty, as the heal daemon's index pass does.
+async fn heal_indexed(set: &Set, afr: &cluster::afr::Afr) -> cluster::afr::heal::HealReport {
+    use cluster::afr::heal::{Resolve, Throttle, merge};
+    let mut total = cluster::afr::heal::HealReport::default();
+    for _ in 0..10 {
+        let pending = indexed(set);
+        if pending.is_empty() {
+            return total;
+        }
+        for g in pending {
+            let r = afr
+                .heal(Loc::inode(g), &Resolve::None, false, &Throttle::new(0))
+                .await
+                .unwrap();
+            assert!(r.split_brain.is_none(), "{g}: {r:?}");
+            merge(&mut total, r);
+        }
+    }
+    panic!("the index did not empty: {:?}", indexed(set));
+}
+
+fn tree(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".cairn" {
+                continue;
+            }
+            let md = fs::symlink_metadata(&p).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            let mode = md.permissions().mode();
+            if md.is_dir() {
+                stack.push(p);
+                out.push((rel, mode, Vec::new()));
+            } else {
+                out.push((rel, mode, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heal_makes_a_returning_brick_whole_data_metadata_and_entries() {
+    let mut set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    put(top, Gfid::ROOT, "report", b"version 1").await.unwrap();
+    put(top, Gfid::ROOT, "retracted", b"wrong patient")
+        .await
+        .unwrap();
+    set.bricks[0].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    // While brick 0 is away: data, metadata and entry changes.
+    let e = top
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "report"), Xdata::new())
+        .await
+        .unwrap();
+    let fd = Fd::new(e.iatt.gfid, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(e.iatt.gfid),
+        libc::O_WRONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.write(
+        &cx(),
+        fd.clone(),
+        0,
+        Payload::new(pattern(200_000, 9)),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.release(&cx(), fd).await.unwrap();
+    top.setattr(
+        &cx(),
+        Target::Loc(Loc::inode(e.iatt.gfid)),
+        SetAttr {
+            perm: Some(0o600),
+            ..SetAttr::default()
+        },
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.unlink(&cx(), Loc::entry(Gfid::ROOT, "retracted"), Xdata::new())
+        .await
+        .unwrap();
+    let series = top
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series").with_gfid(Gfid::random()),
+            0o750,
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    for i in 0..5 {
+        put(
+            top,
+            series.iatt.gfid,
+            &format!("IM{i}.dcm"),
+            &pattern(57 * 1024, i),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set.bricks[0].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    assert_ne!(tree(&set.dirs[0]), tree(&set.dirs[1]), "brick 0 is stale");
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let report = heal_indexed(&set, afr).await;
+    assert!(report.data >= 1 && report.metadata >= 1 && report.entries >= 3);
+    let want = tree(&set.dirs[1]);
+    assert_eq!(tree(&set.dirs[0]), want, "brick 0 is whole again");
+    assert_eq!(tree(&set.dirs[2]), want);
+    assert!(!set.dirs[0].join("retracted").exists());
+    // The healed copy carries the same gfid, and every counter is back to zero.
+    for name in ["report", "series", "series/IM3.dcm"] {
+        assert_eq!(
+            xattr(&set.dirs[0].join(name), "trusted.cairn.gfid"),
+            xattr(&set.dirs[1].join(name), "trusted.cairn.gfid"),
+            "{name}"
+        );
+    }
+    for d in &set.dirs {
+        for p in [d.clone(), d.join("report"), d.join("series")] {
+            for (k, c) in afr_counters(&p) {
+                assert_eq!(c, [0, 0, 0], "{k} on {}", p.display());
+            }
+        }
+        assert_eq!(index_entries(d), 0, "index of {}", d.display());
+    }
+    // With the other two bricks gone, brick 0 alone serves the healed contents.
+    let mut set = set;
+    set.bricks[1].kill();
+    set.bricks[2].kill();
+    let g2 = client_with_one(&set).await;
+    assert_eq!(
+        get(g2.top(), Gfid::ROOT, "report").await.unwrap(),
+        pattern(200_000, 9)
+    );
+    g2.stop().await;
+    g.stop().await;
+}
+
+/// A client whose replicate needs only one brick for reads (the others are down).
+async fn client_with_one(set: &Set) -> Graph {
+    let vf = cairn_volfiles::parse(&set.volfile).unwrap();
+    let g = Graph::from_volfile(&vf, &Registry::builtin()).unwrap();
+    g.start().await.unwrap();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-0").is_some_and(|n| n.is_up())
+    })
+    .await;
+    g
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heal_leaves_a_split_brain_alone_until_a_policy_picks_the_source() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let g = client(&set).await;
+    let gfid = put(g.top(), Gfid::ROOT, "disputed", b"same").await.unwrap();
+    g.stop().await;
+    // Three different copies, each blaming the next one.
+    let contents: [&[u8]; 3] = [b"short", b"the longest copy of all", b"middle size"];
+    for (i, c) in contents.iter().enumerate() {
+        let p = set.dirs[i].join("disputed");
+        let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(0).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(c, 0).unwrap();
+        let mut v = vec![0u8; 24];
+        v[7] = 1;
+        rustix::fs::lsetxattr(
+            &p,
+            format!("{AFR_PREFIX}pending.test-client-{}", (i + 1) % 3),
+            &v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let g = client(&set).await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let r = afr
+        .heal(Loc::inode(gfid), &Resolve::None, false, &Throttle::new(0))
+        .await
+        .unwrap();
+    assert!(r.split_brain.is_some(), "{r:?}");
+    for (i, c) in contents.iter().enumerate() {
+        assert_eq!(
+            fs::read(set.dirs[i].join("disputed")).unwrap(),
+            *c,
+            "nothing is copied without a policy"
+        );
+    }
+    assert_eq!(
+        get(g.top(), Gfid::ROOT, "disputed")
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EIO
+    );
+    let r = afr
+        .heal(
+            Loc::inode(gfid),
+            &Resolve::BiggerFile,
+            false,
+            &Throttle::new(0),
+        )
+        .await
+        .unwrap();
+    assert!(r.split_brain.is_none(), "{r:?}");
+    for d in &set.dirs {
+        assert_eq!(
+            fs::read(d.join("disputed")).unwrap(),
+            contents[1],
+            "the biggest copy wins on {}",
+            d.display()
+        );
+        for (k, c) in afr_counters(&d.join("disputed")) {
+            assert_eq!(c, [0, 0, 0], "{k} on {}", d.display());
+        }
+    }
+    // A fresh client reads the chosen contents.
+    let g2 = client(&set).await;
+    assert_eq!(
+        get(g2.top(), Gfid::ROOT, "disputed").await.unwrap(),
+        contents[1]
+    );
+    g2.stop().await;
+    g.stop().await;
+}

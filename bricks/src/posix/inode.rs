@@ -337,7 +337,10 @@ impl Store {
         op: XattropOp,
         xattrs: &Xdata,
     ) -> FopResult<Xdata> {
-        let XattropOp::AddArray64 = op;
+        let floor = match op {
+            XattropOp::AddArray64 => false,
+            XattropOp::AddArray64Floor => true,
+        };
         if let Some((name, _)) = xattrs.iter().find(|(n, _)| protected(n)) {
             return Err(FopError::new(
                 libc::EPERM,
@@ -374,7 +377,11 @@ impl Store {
             for (cur, add) in current.chunks_exact_mut(8).zip(delta.chunks_exact(8)) {
                 let a = i64::from_be_bytes(cur.try_into().map_err(|_| FopError::eio("counter"))?);
                 let b = i64::from_be_bytes(add.try_into().map_err(|_| FopError::eio("counter"))?);
-                cur.copy_from_slice(&a.wrapping_add(b).to_be_bytes());
+                let mut sum = a.wrapping_add(b);
+                if floor && sum < 0 {
+                    sum = 0;
+                }
+                cur.copy_from_slice(&sum.to_be_bytes());
             }
             set_xattr(&obj, name, &current, XattrFlags::empty())?;
             out.set(name.clone(), current);

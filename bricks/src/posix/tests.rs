@@ -594,6 +594,72 @@ async fn xattrop_adds_counters_atomically() {
 }
 
 #[tokio::test]
+async fn xattrop_floor_settles_double_clears_at_zero() {
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"").await;
+    let t = Target::Loc(Loc::inode(g));
+    let add = |a: i64, b: i64| {
+        let mut x = Xdata::new();
+        x.set(
+            "trusted.cairn.test.dirty",
+            [a.to_be_bytes(), b.to_be_bytes()].concat(),
+        );
+        x
+    };
+    let read = |x: &Xdata| {
+        let v = x.get("trusted.cairn.test.dirty").unwrap();
+        (
+            i64::from_be_bytes(v[..8].try_into().unwrap()),
+            i64::from_be_bytes(v[8..].try_into().unwrap()),
+        )
+    };
+    p.xattrop(
+        &cx(),
+        t.clone(),
+        XattropOp::AddArray64,
+        add(2, 1),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    // Two parties each clear the same two marks: the counter stops at zero.
+    for _ in 0..2 {
+        p.xattrop(
+            &cx(),
+            t.clone(),
+            XattropOp::AddArray64Floor,
+            add(-2, 0),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let out = p
+        .xattrop(
+            &cx(),
+            t.clone(),
+            XattropOp::AddArray64,
+            add(0, 0),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(&out), (0, 1), "floored at zero, other element kept");
+    // A later mark counts again.
+    let out = p
+        .xattrop(
+            &cx(),
+            t,
+            XattropOp::AddArray64Floor,
+            add(1, -5),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(&out), (1, 0));
+}
+
+#[tokio::test]
 async fn readdir_resumes_from_cookies_and_hides_metadata() {
     let (dir, p) = brick();
     let mut want = BTreeSet::new();

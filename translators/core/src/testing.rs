@@ -199,8 +199,12 @@ impl Sample for Flock {
     }
 }
 impl Sample for XattropOp {
-    fn sample(_: u64) -> XattropOp {
-        XattropOp::AddArray64
+    fn sample(n: u64) -> XattropOp {
+        if n.is_multiple_of(2) {
+            XattropOp::AddArray64
+        } else {
+            XattropOp::AddArray64Floor
+        }
     }
 }
 impl Sample for Whence {

@@ -596,6 +596,11 @@ pub enum XattropOp {
     /// Treat each value as an array of big-endian i64 and add the given array element-wise
     /// (a missing xattr counts as zeros). Returns the new values.
     AddArray64,
+    /// As `AddArray64`, then any element of the result below zero becomes zero. Used to
+    /// clear replication marks: when two parties (a client's batched clear and self-heal)
+    /// clear the same mark, the counter settles at zero instead of drifting negative and
+    /// hiding a later mark.
+    AddArray64Floor,
 }
 
 /// `lseek` whence values FUSE forwards (the others are handled by the kernel).

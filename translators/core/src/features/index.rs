@@ -175,10 +175,19 @@ impl Index {
             .getxattr(cx, Target::Loc(Loc::inode(gfid)), None, Xdata::new())
             .await;
         let clean = match &all {
+            // A dirty counter below zero means a mark was settled by heal before its owner
+            // cleared it: clean.
             Ok(x) => x
                 .iter()
                 .filter(|(k, _)| k.starts_with(AFR_PREFIX))
-                .all(|(_, v)| read_counters(v) == [0, 0, 0]),
+                .all(|(k, v)| {
+                    let c = read_counters(v);
+                    if k == XATTR_DIRTY {
+                        c.iter().all(|n| *n <= 0)
+                    } else {
+                        c == [0, 0, 0]
+                    }
+                }),
             // Gone (unlinked): nothing to heal.
             Err(e) => e.errno == libc::ENOENT || e.errno == libc::ESTALE,
         };

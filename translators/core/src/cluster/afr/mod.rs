@@ -11,6 +11,7 @@
 //! - **Arbiter** (`arbiter-count: 1`): the last brick keeps names and metadata only; it
 //!   counts for quorum but never receives data and is never read from.
 
+pub mod heal;
 pub mod txn;
 
 use std::collections::HashMap;
@@ -63,6 +64,18 @@ const OPTIONS: &[OptionSpec] = &[
         },
         default: Some("1s"),
         doc: "An open file keeps its write lock this long after its last write (so a second writer waits at most this long).",
+    },
+    OptionSpec {
+        key: "heal-on-access",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        doc: "A lookup that finds a copy blamed by others heals that file in the background (reads never wait for it).",
+    },
+    OptionSpec {
+        key: "favorite-child-policy",
+        kind: OptionKind::Enum(&["none", "size", "mtime", "majority"]),
+        default: Some("none"),
+        doc: "How heal settles a split-brain by itself: none (report it), size (biggest copy), mtime (newest copy), majority (the contents most copies agree on).",
     },
     OptionSpec {
         key: "changelog-flush",
@@ -123,6 +136,10 @@ pub struct AfrConfig {
     pub eager_idle: Duration,
     /// Batched clearing period.
     pub flush_every: Duration,
+    /// Heal blamed files found by lookups.
+    pub heal_on_access: bool,
+    /// Split-brain policy.
+    pub favorite_child: heal::Resolve,
 }
 
 fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
@@ -148,8 +165,15 @@ fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
         read_policy,
         eager_idle: o.duration("eager-lock-idle").map_err(e)?,
         flush_every: o.duration("changelog-flush").map_err(e)?,
+        heal_on_access: o.bool("heal-on-access").map_err(e)?,
+        favorite_child: match o.str("favorite-child-policy").map_err(e)? {
+            "size" => heal::Resolve::BiggerFile,
+            "mtime" => heal::Resolve::LatestMtime,
+            "majority" => heal::Resolve::Majority,
+            _ => heal::Resolve::None,
+        },
     };
-    Ok(Arc::new(Afr::new(ctx.name, ctx.children, cfg)))
+    Ok(Afr::new_shared(ctx.name, ctx.children, cfg))
 }
 
 /// What replicate knows about one inode.
@@ -198,12 +222,28 @@ pub struct Afr {
     flusher: Mutex<Option<JoinHandle<()>>>,
     latency_us: Vec<AtomicU64>,
     was_up: AtomicBool,
+    /// This translator, for background heals.
+    me: std::sync::Weak<Afr>,
+    /// Inodes being healed in the background (each once).
+    healing: Mutex<std::collections::HashSet<Gfid>>,
 }
+
+/// Background heals one client runs at once.
+const HEAL_ON_ACCESS_MAX: usize = 4;
 
 /// How long after start replicate waits for every brick before it serves with a quorum.
 const STARTUP_GRACE: Duration = Duration::from_secs(5);
 
 impl Afr {
+    /// A shared replicate node over `children` (it can start background heals).
+    pub fn new_shared(name: &str, children: Vec<XlatorRef>, cfg: AfrConfig) -> Arc<Afr> {
+        Arc::new_cyclic(|me| {
+            let mut a = Afr::new(name, children, cfg);
+            a.me = me.clone();
+            a
+        })
+    }
+
     /// A replicate node over `children`.
     pub fn new(name: &str, children: Vec<XlatorRef>, cfg: AfrConfig) -> Afr {
         let names: Vec<String> = children.iter().map(|c| c.name().to_string()).collect();
@@ -220,7 +260,52 @@ impl Afr {
             flusher: Mutex::new(None),
             latency_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
             was_up: AtomicBool::new(false),
+            me: std::sync::Weak::new(),
+            healing: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// The split-brain policy from the options.
+    pub fn favorite_child(&self) -> &heal::Resolve {
+        &self.cfg.favorite_child
+    }
+
+    /// Which children are up.
+    pub fn up_set(&self) -> Vec<usize> {
+        self.up_children()
+    }
+
+    /// The child names (the keys of the blame counters).
+    pub fn child_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Starts a background heal of `gfid` (at most a few at once, each inode once).
+    fn heal_in_background(&self, gfid: Gfid) {
+        if !self.cfg.heal_on_access {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        {
+            let Ok(mut h) = self.healing.lock() else {
+                return;
+            };
+            if h.len() >= HEAL_ON_ACCESS_MAX || !h.insert(gfid) {
+                return;
+            }
+        }
+        tokio::spawn(async move {
+            let throttle = heal::Throttle::new(0);
+            let policy = me.cfg.favorite_child.clone();
+            match me.heal(Loc::inode(gfid), &policy, false, &throttle).await {
+                Ok(r) if !r.clean => tracing::info!(%gfid, ?r, "healed on access"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%gfid, error = %e, "heal on access did not complete"),
+            }
+            if let Ok(mut h) = me.healing.lock() {
+                h.remove(&gfid);
+            }
+        });
     }
 
     fn n(&self) -> usize {
@@ -804,6 +889,10 @@ impl Translator for Afr {
         }
         let ctx = self.judge(&found);
         self.set_inode(gfid, ctx);
+        let present = found.iter().fold(0u64, |m, (i, _)| m | (1 << i));
+        if ctx.good != present && !ctx.split_brain {
+            self.heal_in_background(gfid);
+        }
         let pick = found
             .iter()
             .find(|(i, _)| ctx.good & (1 << i) != 0 && !self.is_arbiter(*i))
@@ -1245,7 +1334,7 @@ impl Translator for Afr {
                     );
                     ops.push(Request::Xattrop {
                         target: Target::Loc(Loc::inode(gfid)),
-                        op: XattropOp::AddArray64,
+                        op: XattropOp::AddArray64Floor,
                         xattrs: x,
                         xdata: Xdata::new(),
                     });

@@ -17,6 +17,8 @@ fn afr(n: usize, quorum: Quorum, arbiter: bool) -> Afr {
             read_policy: ReadPolicy::FirstUp,
             eager_idle: Duration::from_secs(1),
             flush_every: Duration::from_secs(1),
+            heal_on_access: false,
+            favorite_child: heal::Resolve::None,
         },
     )
 }

@@ -107,6 +107,9 @@ pub fn contended(e: &FopError) -> bool {
     e.errno == libc::EAGAIN
 }
 
+/// Marks queued for one brick that is down, at most; beyond, self-heal settles them.
+const QUEUE_MAX: usize = 100_000;
+
 /// Clearing of dirty marks, batched per brick.
 pub struct Changelog {
     children: Vec<XlatorRef>,
@@ -141,10 +144,26 @@ impl Changelog {
             .unwrap_or(0)
     }
 
-    /// Sends every queued clear, one compound per brick (at most 256 per compound).
+    /// Sends every queued clear, one compound per brick (at most 256 per compound). The
+    /// queue of a brick that is down is kept until it comes back: its marks are on its disk.
     pub async fn flush(&self) {
         let batches: Vec<Vec<((Gfid, u8), i64)>> = match self.queues.lock() {
-            Ok(mut q) => q.iter_mut().map(|m| m.drain().collect()).collect(),
+            Ok(mut q) => q
+                .iter_mut()
+                .enumerate()
+                .map(|(i, m)| {
+                    let up = self.children.get(i).is_some_and(|c| c.is_up());
+                    if up {
+                        m.drain().collect()
+                    } else {
+                        if m.len() > QUEUE_MAX {
+                            tracing::warn!(brick = i, queued = m.len(), "too many marks queued for a brick that is down; self-heal will settle them");
+                            m.clear();
+                        }
+                        Vec::new()
+                    }
+                })
+                .collect(),
             Err(_) => return,
         };
         let cx = Cx::internal();
@@ -166,7 +185,7 @@ impl Changelog {
                             x.set(XATTR_DIRTY, index::counters(*kind, -*n));
                             Request::Xattrop {
                                 target: Target::Loc(Loc::inode(*gfid)),
-                                op: XattropOp::AddArray64,
+                                op: XattropOp::AddArray64Floor,
                                 xattrs: x,
                                 xdata: Xdata::new(),
                             }

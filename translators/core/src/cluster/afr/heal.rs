@@ -1,0 +1,1059 @@
+//! Self-heal: making every copy of one inode whole again.
+//!
+//! For an inode (found in a brick's index, or by a lookup that saw blame), heal:
+//! 1. takes the same locks writers take (the inode lock; the directory's entry lock for a
+//!    directory), so no change runs meanwhile;
+//! 2. reads every copy's replication counters and decides, per kind (data, metadata,
+//!    entries): *sources* are copies no other copy blames, *sinks* are copies some source
+//!    blames. Copies that blame each other with no source left are a split-brain: nothing
+//!    is copied unless a policy (`favorite-child-policy`, or the operator's choice) picks a
+//!    source;
+//! 3. heals entries (a directory: names missing on a sink are created with the same gfid,
+//!    contents and owner; names a sink kept after they were deleted are removed), then data
+//!    (contents copied, holes kept), then metadata (mode, owner, times, user xattrs);
+//! 4. subtracts from the counters exactly what it saw. Counters are additive, so blame added
+//!    by a change that raced with heal survives it.
+//!
+//! A dirty mark with no blame belongs to a change in flight (an open file) and is left to its
+//! owner, unless the caller says the mark is stale (its index entry is old): then the copies
+//! are compared and, if they differ, the newest (or biggest, by policy) is taken as source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Afr;
+use super::txn::{self, pending_key};
+use crate::error::{FopError, FopResult};
+use crate::features::index::{
+    AFR_PREFIX, DATA, ENTRY, METADATA, XATTR_DIRTY, counters, read_counters,
+};
+use crate::types::*;
+use crate::xlator::XlatorRef;
+
+/// Lock domain heal shares with writers.
+const DOMAIN: &str = txn::DOMAIN;
+
+/// How a split-brain may be settled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolve {
+    /// Leave it (report it).
+    None,
+    /// The biggest copy wins (data).
+    BiggerFile,
+    /// The most recently modified copy wins.
+    LatestMtime,
+    /// The contents most copies agree on win.
+    Majority,
+    /// The copy on this child (index) wins.
+    Source(usize),
+}
+
+/// What heal did to one inode.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealReport {
+    /// Data copied to this many copies.
+    pub data: usize,
+    /// Metadata set on this many copies.
+    pub metadata: usize,
+    /// Names created or removed on sinks.
+    pub entries: usize,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Split-brain found and not resolved (what and why).
+    pub split_brain: Option<String>,
+    /// Nothing was pending any more.
+    pub clean: bool,
+    /// Inodes met in a directory that were healed too.
+    pub children: Vec<Gfid>,
+}
+
+/// One copy as heal sees it.
+#[derive(Clone, Debug)]
+struct Copy {
+    iatt: Iatt,
+    dirty: [i64; 3],
+    /// Counter of changes child j missed, recorded here (keyed by child index).
+    blame: HashMap<usize, [i64; 3]>,
+}
+
+fn kind_index(kind: u8) -> usize {
+    match kind {
+        DATA => 0,
+        METADATA => 1,
+        _ => 2,
+    }
+}
+
+/// Throttle for heal's data copies.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_sec: u64,
+    window: std::sync::Mutex<(Instant, u64)>,
+}
+
+impl Throttle {
+    /// At most `bytes_per_sec` (0: no limit).
+    pub fn new(bytes_per_sec: u64) -> Throttle {
+        Throttle {
+            bytes_per_sec,
+            window: std::sync::Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Waits as needed before copying `n` more bytes.
+    pub async fn take(&self, n: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let wait = match self.window.lock() {
+            Ok(mut w) => {
+                if w.0.elapsed() >= Duration::from_secs(1) {
+                    *w = (Instant::now(), 0);
+                }
+                w.1 += n;
+                if w.1 > self.bytes_per_sec {
+                    let over = w.1 - self.bytes_per_sec;
+                    Duration::from_secs_f64(over as f64 / self.bytes_per_sec as f64)
+                } else {
+                    Duration::ZERO
+                }
+            }
+            Err(_) => Duration::ZERO,
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Afr {
+    fn child_ref(&self, i: usize) -> FopResult<&XlatorRef> {
+        self.children
+            .get(i)
+            .ok_or_else(|| FopError::eio(format!("no child {i}")))
+    }
+
+    /// Looks up `gfid` on every up child, with counters.
+    async fn survey(&self, cx: &Cx, loc: &Loc) -> HashMap<usize, Copy> {
+        let up = self.up_children();
+        let mut x = Xdata::new();
+        x.set(LOOKUP_XATTR_PREFIX, AFR_PREFIX.as_bytes().to_vec());
+        let results = txn::fan(&self.children, cx, &up, &|_| crate::wire::Request::Lookup {
+            loc: loc.clone(),
+            xdata: x.clone(),
+        })
+        .await;
+        let mut out = HashMap::new();
+        for (i, r) in results {
+            let Ok(crate::wire::Reply::Lookup(e)) = r else {
+                continue;
+            };
+            let dirty = e
+                .xdata
+                .get(XATTR_DIRTY)
+                .map(read_counters)
+                .unwrap_or([0; 3]);
+            let mut blame = HashMap::new();
+            for (j, name) in self.names.iter().enumerate() {
+                if let Some(v) = e.xdata.get(&pending_key(name)) {
+                    blame.insert(j, read_counters(v));
+                }
+            }
+            out.insert(
+                i,
+                Copy {
+                    iatt: e.iatt,
+                    dirty,
+                    blame,
+                },
+            );
+        }
+        out
+    }
+
+    /// Sources and sinks of one kind among `copies`.
+    fn judge_kind(&self, copies: &HashMap<usize, Copy>, kind: u8) -> (Vec<usize>, Vec<usize>) {
+        let k = kind_index(kind);
+        let eligible = |i: &usize| !(kind == DATA && self.is_arbiter(*i));
+        let accused: Vec<usize> = copies
+            .keys()
+            .copied()
+            .filter(|j| {
+                copies
+                    .iter()
+                    .any(|(i, c)| i != j && c.blame.get(j).is_some_and(|v| v[k] > 0))
+            })
+            .collect();
+        let mut sources: Vec<usize> = copies
+            .keys()
+            .copied()
+            .filter(|i| !accused.contains(i))
+            .filter(eligible)
+            .collect();
+        sources.sort_unstable();
+        let mut sinks: Vec<usize> = accused.into_iter().filter(eligible).collect();
+        sinks.sort_unstable();
+        (sources, sinks)
+    }
+
+    /// Picks a source among copies when blame gives none (split-brain) or only dirty marks
+    /// say something happened.
+    async fn pick_by_policy(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        copies: &HashMap<usize, Copy>,
+        kind: u8,
+        policy: &Resolve,
+    ) -> Option<usize> {
+        let candidates = || {
+            copies
+                .iter()
+                .filter(|(i, _)| !(kind == DATA && self.is_arbiter(**i)))
+        };
+        match policy {
+            Resolve::None => None,
+            Resolve::Majority => {
+                // Group copies by what they hold; the biggest group wins if it is a majority.
+                let mut groups: BTreeMap<(u32, u32, u32, u64), Vec<usize>> = BTreeMap::new();
+                for (i, c) in candidates() {
+                    let sum = if kind == DATA {
+                        self.checksum(cx, gfid, *i).await.unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    let key = if kind == DATA {
+                        (sum, 0, 0, c.iatt.size)
+                    } else {
+                        (c.iatt.perm, c.iatt.uid, c.iatt.gid, 0)
+                    };
+                    groups.entry(key).or_default().push(*i);
+                }
+                let total: usize = groups.values().map(Vec::len).sum();
+                groups
+                    .into_values()
+                    .max_by_key(Vec::len)
+                    .filter(|g| g.len() * 2 > total)
+                    .and_then(|g| g.first().copied())
+            }
+            Resolve::Source(i) => copies.contains_key(i).then_some(*i),
+            Resolve::BiggerFile => candidates()
+                .max_by_key(|(_, c)| c.iatt.size)
+                .map(|(i, _)| *i),
+            Resolve::LatestMtime => candidates()
+                .max_by_key(|(_, c)| c.iatt.mtime)
+                .map(|(i, _)| *i),
+        }
+    }
+
+    /// Subtracts the counters `copies` showed for `kind`: blame of `healed` on every copy,
+    /// the blame a healed copy held against `source` (it now holds the source's contents,
+    /// so its old grievances are void), and (when `clear_dirty`) the dirty marks.
+    #[allow(clippy::too_many_arguments)]
+    async fn clear_counters(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        copies: &HashMap<usize, Copy>,
+        kind: u8,
+        source: usize,
+        healed: &[usize],
+        clear_dirty: bool,
+    ) {
+        let k = kind_index(kind);
+        for (i, c) in copies {
+            let mut x = Xdata::new();
+            for (j, v) in &c.blame {
+                let settled = healed.contains(j) || (healed.contains(i) && *j == source);
+                if settled
+                    && v[k] > 0
+                    && let Some(name) = self.names.get(*j)
+                {
+                    x.set(pending_key(name), counters(kind, -v[k]));
+                }
+            }
+            if clear_dirty && c.dirty[k] > 0 {
+                x.set(XATTR_DIRTY, counters(kind, -c.dirty[k]));
+            }
+            if x.is_empty() {
+                continue;
+            }
+            if let Ok(child) = self.child_ref(*i) {
+                let _ = child
+                    .xattrop(
+                        cx,
+                        Target::Loc(Loc::inode(gfid)),
+                        XattropOp::AddArray64Floor,
+                        x,
+                        Xdata::new(),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Heals one inode. `loc` names it (by gfid, or parent and name when it may be missing
+    /// on some copies). `stale_dirty`: dirty marks without blame may be settled too.
+    pub async fn heal(
+        &self,
+        loc: Loc,
+        policy: &Resolve,
+        stale_dirty: bool,
+        throttle: &Throttle,
+    ) -> FopResult<HealReport> {
+        let cx = Cx::internal();
+        let probe = self.survey(&cx, &loc).await;
+        let Some((_, first)) = probe.iter().next() else {
+            return Err(FopError::new(
+                libc::ENOENT,
+                format!("{loc} is on no brick that is up"),
+            ));
+        };
+        let gfid = first.iatt.gfid;
+        let is_dir = first.iatt.kind == FileKind::Dir;
+        if let Some((_, other)) = probe.iter().find(|(_, c)| c.iatt.gfid != gfid) {
+            return Ok(HealReport {
+                split_brain: Some(format!(
+                    "{loc}: copies have different gfids ({gfid}, {})",
+                    other.iatt.gfid
+                )),
+                ..HealReport::default()
+            });
+        }
+        let up = self.up_children();
+        if up.len() < 2 {
+            return Err(FopError::not_connected("heal needs at least two bricks up"));
+        }
+        // Lock like a writer, in brick order, waiting.
+        let owner = txn::new_owner();
+        let lcx = txn::with_owner(&cx, owner);
+        let mut locked = Vec::new();
+        for &i in &up {
+            let child = self.child_ref(i)?;
+            let ok = child
+                .inodelk(
+                    &lcx,
+                    DOMAIN.into(),
+                    Target::Loc(Loc::inode(gfid)),
+                    LockWait::Wait,
+                    Flock::whole(LockType::Write),
+                    Xdata::new(),
+                )
+                .await;
+            if ok.is_ok() {
+                locked.push(i);
+            }
+            if is_dir {
+                let _ = child
+                    .entrylk(
+                        &lcx,
+                        DOMAIN.into(),
+                        Loc::inode(gfid),
+                        None,
+                        LockWait::Wait,
+                        LockType::Write,
+                        Xdata::new(),
+                    )
+                    .await;
+            }
+        }
+        let result = self
+            .heal_locked(&cx, gfid, is_dir, policy, stale_dirty, throttle)
+            .await;
+        for &i in &locked {
+            if let Ok(child) = self.child_ref(i) {
+                if is_dir {
+                    let _ = child
+                        .entrylk(
+                            &lcx,
+                            DOMAIN.into(),
+                            Loc::inode(gfid),
+                            None,
+                            LockWait::NoWait,
+                            LockType::Unlock,
+                            Xdata::new(),
+                        )
+                        .await;
+                }
+                let _ = child
+                    .inodelk(
+                        &lcx,
+                        DOMAIN.into(),
+                        Target::Loc(Loc::inode(gfid)),
+                        LockWait::NoWait,
+                        Flock::whole(LockType::Unlock),
+                        Xdata::new(),
+                    )
+                    .await;
+            }
+        }
+        result
+    }
+
+    async fn heal_locked(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        is_dir: bool,
+        policy: &Resolve,
+        stale_dirty: bool,
+        throttle: &Throttle,
+    ) -> FopResult<HealReport> {
+        let copies = self.survey(cx, &Loc::inode(gfid)).await;
+        let mut report = HealReport::default();
+        let kinds: &[u8] = if is_dir {
+            &[ENTRY, METADATA]
+        } else {
+            &[DATA, METADATA]
+        };
+        let mut any = false;
+        for &kind in kinds {
+            let k = kind_index(kind);
+            let (mut sources, mut sinks) = self.judge_kind(&copies, kind);
+            let dirty_only = sinks.is_empty() && copies.values().any(|c| c.dirty[k] > 0);
+            if sources.is_empty() && !sinks.is_empty() {
+                // Everyone is blamed: a split-brain, unless a policy settles it.
+                match self.pick_by_policy(cx, gfid, &copies, kind, policy).await {
+                    Some(s) => {
+                        sources = vec![s];
+                        sinks = copies
+                            .keys()
+                            .copied()
+                            .filter(|i| *i != s)
+                            .filter(|i| !(kind == DATA && self.is_arbiter(*i)))
+                            .collect();
+                        tracing::warn!(%gfid, kind = %(kind as char), source = s, ?policy, "split-brain resolved by policy");
+                    }
+                    None => {
+                        report.split_brain = Some(format!(
+                            "{gfid}: {} split-brain: every copy is blamed by another",
+                            match kind {
+                                DATA => "data",
+                                METADATA => "metadata",
+                                _ => "entry",
+                            }
+                        ));
+                        continue;
+                    }
+                }
+            }
+            let mut clear_dirty = false;
+            if dirty_only {
+                if !stale_dirty {
+                    // A change in flight; its owner clears the mark.
+                    continue;
+                }
+                clear_dirty = true;
+                if kind != ENTRY && !self.copies_agree(cx, gfid, &copies, kind).await {
+                    let chosen = match self.pick_by_policy(cx, gfid, &copies, kind, policy).await {
+                        Some(s) => Some(s),
+                        None => {
+                            self.pick_by_policy(cx, gfid, &copies, kind, &Resolve::LatestMtime)
+                                .await
+                        }
+                    };
+                    if let Some(s) = chosen {
+                        sources = vec![s];
+                        sinks = copies
+                            .keys()
+                            .copied()
+                            .filter(|i| *i != s)
+                            .filter(|i| !(kind == DATA && self.is_arbiter(*i)))
+                            .collect();
+                    }
+                }
+            }
+            if sinks.is_empty() && !clear_dirty {
+                continue;
+            }
+            any = true;
+            let Some(&source) = sources.first() else {
+                continue;
+            };
+            let mut healed = Vec::new();
+            for &sink in &sinks {
+                let r = match kind {
+                    DATA => self
+                        .heal_data(cx, gfid, source, sink, throttle)
+                        .await
+                        .map(|n| {
+                            report.data += 1;
+                            report.bytes += n;
+                        }),
+                    METADATA => self
+                        .heal_metadata(cx, gfid, &copies, source, sink)
+                        .await
+                        .map(|()| report.metadata += 1),
+                    _ => {
+                        self.heal_entries(cx, gfid, source, sink, throttle, &mut report)
+                            .await
+                    }
+                };
+                match r {
+                    Ok(()) => healed.push(sink),
+                    Err(e) => {
+                        tracing::warn!(%gfid, sink, error = %e, "heal of one copy failed; it stays marked")
+                    }
+                }
+            }
+            // Once every sink is healed the copies agree: the marks of that kind are settled
+            // too. A mark whose owner clears it later meets a counter already at zero; clears
+            // are floored there (`AddArray64Floor`), so no counter drifts below zero.
+            self.clear_counters(
+                cx,
+                gfid,
+                &copies,
+                kind,
+                source,
+                &healed,
+                healed.len() == sinks.len(),
+            )
+            .await;
+            if !healed.is_empty() {
+                self.demote_clear(gfid, &healed);
+            }
+        }
+        // Metadata after data: copying data changed the sinks' times.
+        if report.data > 0 {
+            let again = self.survey(cx, &Loc::inode(gfid)).await;
+            if let Some(&source) = self.judge_kind(&again, DATA).0.first() {
+                for &i in again.keys().filter(|i| **i != source) {
+                    let _ = self.heal_metadata(cx, gfid, &again, source, i).await;
+                }
+            }
+        }
+        report.clean = !any && report.split_brain.is_none();
+        Ok(report)
+    }
+
+    /// Marks healed copies good again in the inode cache.
+    fn demote_clear(&self, gfid: Gfid, healed: &[usize]) {
+        if let Ok(mut m) = self.inodes.lock()
+            && let Some(e) = m.get_mut(&gfid)
+        {
+            for &h in healed {
+                e.good |= 1 << h;
+            }
+            e.split_brain = false;
+        }
+    }
+
+    /// True when every data copy has the same size and contents (metadata: the same mode,
+    /// owner and times).
+    async fn copies_agree(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        copies: &HashMap<usize, Copy>,
+        kind: u8,
+    ) -> bool {
+        let data: Vec<(&usize, &Copy)> = copies
+            .iter()
+            .filter(|(i, _)| !self.is_arbiter(**i))
+            .collect();
+        if kind == METADATA {
+            let key = |c: &Copy| (c.iatt.perm, c.iatt.uid, c.iatt.gid);
+            return data.windows(2).all(|w| key(w[0].1) == key(w[1].1));
+        }
+        if data
+            .windows(2)
+            .any(|w| w[0].1.iatt.size != w[1].1.iatt.size)
+        {
+            return false;
+        }
+        let mut sums = Vec::new();
+        for (i, _) in &data {
+            match self.checksum(cx, gfid, **i).await {
+                Ok(s) => sums.push(s),
+                Err(_) => return false,
+            }
+        }
+        sums.windows(2).all(|w| w[0] == w[1])
+    }
+
+    async fn checksum(&self, cx: &Cx, gfid: Gfid, i: usize) -> FopResult<u32> {
+        let child = self.child_ref(i)?;
+        let fd = Fd::new(gfid, libc::O_RDONLY);
+        child
+            .open(
+                cx,
+                Loc::inode(gfid),
+                libc::O_RDONLY,
+                fd.clone(),
+                Xdata::new(),
+            )
+            .await?;
+        let mut h = crc32fast::Hasher::new();
+        let mut off = 0u64;
+        let r = loop {
+            match child.read(cx, fd.clone(), off, 1 << 20, Xdata::new()).await {
+                Ok(p) if p.is_empty() => break Ok(h.clone().finalize()),
+                Ok(p) => {
+                    h.update(p.bytes());
+                    off += p.len() as u64;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = child.release(cx, fd).await;
+        r
+    }
+
+    /// Copies the contents of `gfid` from `source` to `sink`, keeping holes.
+    async fn heal_data(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        source: usize,
+        sink: usize,
+        throttle: &Throttle,
+    ) -> FopResult<u64> {
+        let (src, dst) = (self.child_ref(source)?, self.child_ref(sink)?);
+        let rfd = Fd::new(gfid, libc::O_RDONLY);
+        src.open(
+            cx,
+            Loc::inode(gfid),
+            libc::O_RDONLY,
+            rfd.clone(),
+            Xdata::new(),
+        )
+        .await?;
+        let wfd = Fd::new(gfid, libc::O_WRONLY);
+        if let Err(e) = dst
+            .open(
+                cx,
+                Loc::inode(gfid),
+                libc::O_WRONLY,
+                wfd.clone(),
+                Xdata::new(),
+            )
+            .await
+        {
+            let _ = src.release(cx, rfd).await;
+            return Err(e);
+        }
+        let r = self.copy_contents(cx, src, dst, &rfd, &wfd, throttle).await;
+        let _ = src.release(cx, rfd).await;
+        let _ = dst.release(cx, wfd).await;
+        r
+    }
+
+    async fn copy_contents(
+        &self,
+        cx: &Cx,
+        src: &XlatorRef,
+        dst: &XlatorRef,
+        rfd: &Fd,
+        wfd: &Fd,
+        throttle: &Throttle,
+    ) -> FopResult<u64> {
+        let size = src
+            .stat(cx, Target::Fd(rfd.clone()), Xdata::new())
+            .await?
+            .size;
+        dst.truncate(cx, Target::Fd(wfd.clone()), 0, Xdata::new())
+            .await?;
+        dst.truncate(cx, Target::Fd(wfd.clone()), size, Xdata::new())
+            .await?;
+        let mut copied = 0u64;
+        let mut pos = 0u64;
+        while pos < size {
+            // Skip holes: the sink was truncated to zeros already.
+            let data_at = match src
+                .lseek(cx, rfd.clone(), pos, Whence::Data, Xdata::new())
+                .await
+            {
+                Ok(d) => d,
+                Err(e) if e.errno == libc::ENXIO => break,
+                Err(_) => pos,
+            };
+            let hole_at = src
+                .lseek(cx, rfd.clone(), data_at, Whence::Hole, Xdata::new())
+                .await
+                .unwrap_or(size)
+                .min(size);
+            let mut off = data_at;
+            while off < hole_at {
+                let n = (hole_at - off).min(1 << 20) as u32;
+                let chunk = src.read(cx, rfd.clone(), off, n, Xdata::new()).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                throttle.take(chunk.len() as u64).await;
+                let len = chunk.len() as u64;
+                dst.write(cx, wfd.clone(), off, chunk, Xdata::new()).await?;
+                off += len;
+                copied += len;
+            }
+            pos = hole_at.max(data_at + 1);
+        }
+        dst.fsync(cx, wfd.clone(), false, Xdata::new()).await?;
+        Ok(copied)
+    }
+
+    /// Copies mode, owner, times and user xattrs of `gfid` from `source` to `sink`.
+    async fn heal_metadata(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        copies: &HashMap<usize, Copy>,
+        source: usize,
+        sink: usize,
+    ) -> FopResult<()> {
+        let Some(src) = copies.get(&source) else {
+            return Ok(());
+        };
+        let (s, d) = (self.child_ref(source)?, self.child_ref(sink)?);
+        let t = Target::Loc(Loc::inode(gfid));
+        let is_link = src.iatt.kind == FileKind::Symlink;
+        let attr = SetAttr {
+            perm: (!is_link).then_some(src.iatt.perm),
+            uid: Some(src.iatt.uid),
+            gid: Some(src.iatt.gid),
+            atime: Some(TimeSet::At(src.iatt.atime)),
+            mtime: Some(TimeSet::At(src.iatt.mtime)),
+        };
+        d.setattr(cx, t.clone(), attr, Xdata::new()).await?;
+        if is_link {
+            return Ok(());
+        }
+        let want = user_xattrs(
+            s.getxattr(cx, t.clone(), None, Xdata::new())
+                .await
+                .unwrap_or_default(),
+        );
+        let have = user_xattrs(
+            d.getxattr(cx, t.clone(), None, Xdata::new())
+                .await
+                .unwrap_or_default(),
+        );
+        for (k, v) in &want {
+            if have.get(k) != Some(v) {
+                let mut x = Xdata::new();
+                x.set(k.clone(), v.clone());
+                d.setxattr(cx, t.clone(), x, 0, Xdata::new()).await?;
+            }
+        }
+        for k in have.keys().filter(|k| !want.contains_key(*k)) {
+            let _ = d.removexattr(cx, t.clone(), k.clone(), Xdata::new()).await;
+        }
+        Ok(())
+    }
+
+    /// Makes directory `dir` on `sink` hold the same names as on `source`.
+    async fn heal_entries(
+        &self,
+        cx: &Cx,
+        dir: Gfid,
+        source: usize,
+        sink: usize,
+        throttle: &Throttle,
+        report: &mut HealReport,
+    ) -> FopResult<()> {
+        let (src, dst) = (self.child_ref(source)?, self.child_ref(sink)?);
+        let want = list_dir(src, cx, dir).await?;
+        let have = list_dir(dst, cx, dir).await?;
+        for (name, e) in &have {
+            match want.get(name) {
+                Some(w) if w.gfid == e.gfid => {}
+                // Deleted while the sink was away, or replaced by another object.
+                _ => {
+                    remove_tree(dst, cx, dir, name, e).await?;
+                    report.entries += 1;
+                }
+            }
+        }
+        for (name, e) in &want {
+            if have.get(name).is_some_and(|h| h.gfid == e.gfid) {
+                continue;
+            }
+            self.create_copy(cx, dir, name, e, source, sink, throttle, report)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates on `sink` the object `e`, named `name` in `dir`, as it is on `source`: same
+    /// gfid, owner, mode, times, xattrs, and contents for a file.
+    async fn create_copy(
+        &self,
+        cx: &Cx,
+        dir: Gfid,
+        name: &str,
+        e: &DirEntry,
+        source: usize,
+        sink: usize,
+        throttle: &Throttle,
+        report: &mut HealReport,
+    ) -> FopResult<()> {
+        let (src, dst) = (self.child_ref(source)?, self.child_ref(sink)?);
+        let Some(ia) = &e.iatt else { return Ok(()) };
+        let owner = Cx {
+            uid: ia.uid,
+            gid: ia.gid,
+            ..Cx::internal()
+        };
+        let loc = Loc::entry(dir, name).with_gfid(e.gfid);
+        // A hard link of an object the sink already has elsewhere.
+        if ia.kind != FileKind::Dir
+            && dst
+                .stat(cx, Target::Loc(Loc::inode(e.gfid)), Xdata::new())
+                .await
+                .is_ok()
+        {
+            dst.link(cx, Loc::inode(e.gfid), Loc::entry(dir, name), Xdata::new())
+                .await?;
+            report.entries += 1;
+            return Ok(());
+        }
+        match ia.kind {
+            FileKind::Dir => {
+                dst.mkdir(&owner, loc, ia.perm, 0, Xdata::new()).await?;
+                report.children.push(e.gfid);
+            }
+            FileKind::Symlink => {
+                let target = src.readlink(cx, Loc::inode(e.gfid), Xdata::new()).await?;
+                dst.symlink(&owner, target, loc, 0, Xdata::new()).await?;
+            }
+            FileKind::File => {
+                let wfd = Fd::new(e.gfid, libc::O_WRONLY);
+                dst.create(
+                    &owner,
+                    loc,
+                    libc::O_WRONLY | libc::O_EXCL,
+                    ia.perm,
+                    0,
+                    wfd.clone(),
+                    Xdata::new(),
+                )
+                .await?;
+                let rfd = Fd::new(e.gfid, libc::O_RDONLY);
+                let copied = match src
+                    .open(
+                        cx,
+                        Loc::inode(e.gfid),
+                        libc::O_RDONLY,
+                        rfd.clone(),
+                        Xdata::new(),
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        let r = self.copy_contents(cx, src, dst, &rfd, &wfd, throttle).await;
+                        let _ = src.release(cx, rfd).await;
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = dst.release(cx, wfd).await;
+                report.bytes += copied?;
+                report.data += 1;
+            }
+            other => {
+                dst.mknod(
+                    &owner,
+                    loc,
+                    other.mode_bits() | ia.perm,
+                    ia.rdev,
+                    0,
+                    Xdata::new(),
+                )
+                .await?;
+            }
+        }
+        // Times and xattrs of the new copy.
+        let mut copies = HashMap::new();
+        copies.insert(
+            source,
+            Copy {
+                iatt: ia.clone(),
+                dirty: [0; 3],
+                blame: HashMap::new(),
+            },
+        );
+        let _ = self.heal_metadata(cx, e.gfid, &copies, source, sink).await;
+        report.entries += 1;
+        Ok(())
+    }
+
+    /// Full heal of one directory: every name some brick has and another lacks is created
+    /// where it is missing (a replaced or wiped brick is rebuilt this way; nothing is
+    /// deleted without blame), then the directory itself is healed by its counters.
+    /// Returns the report, whose `children` are the subdirectories to visit next.
+    pub async fn heal_dir_full(
+        &self,
+        dir: Gfid,
+        policy: &Resolve,
+        throttle: &Throttle,
+    ) -> FopResult<(HealReport, Vec<(Gfid, FileKind)>)> {
+        let cx = Cx::internal();
+        let up = self.up_children();
+        if up.len() < 2 {
+            return Err(FopError::not_connected("heal needs at least two bricks up"));
+        }
+        let owner = txn::new_owner();
+        let lcx = txn::with_owner(&cx, owner);
+        let mut locked = Vec::new();
+        for &i in &up {
+            let child = self.child_ref(i)?;
+            if child
+                .entrylk(
+                    &lcx,
+                    DOMAIN.into(),
+                    Loc::inode(dir),
+                    None,
+                    LockWait::Wait,
+                    LockType::Write,
+                    Xdata::new(),
+                )
+                .await
+                .is_ok()
+            {
+                locked.push(i);
+            }
+        }
+        let mut report = HealReport::default();
+        let mut listings: BTreeMap<usize, BTreeMap<String, DirEntry>> = BTreeMap::new();
+        for &i in &locked {
+            if let Ok(l) = list_dir(self.child_ref(i)?, &cx, dir).await {
+                listings.insert(i, l);
+            }
+        }
+        let mut objects: BTreeMap<Gfid, FileKind> = BTreeMap::new();
+        let names: std::collections::BTreeSet<String> =
+            listings.values().flat_map(|l| l.keys().cloned()).collect();
+        for name in names {
+            let holders: Vec<(usize, &DirEntry)> = listings
+                .iter()
+                .filter_map(|(i, l)| l.get(&name).map(|e| (*i, e)))
+                .collect();
+            let Some(&(source, entry)) = holders
+                .iter()
+                .find(|(i, _)| !self.is_arbiter(*i))
+                .or_else(|| holders.first())
+            else {
+                continue;
+            };
+            if holders.iter().any(|(_, e)| e.gfid != entry.gfid) {
+                report.split_brain = Some(format!(
+                    "{dir}/{name}: bricks hold different files under one name"
+                ));
+                continue;
+            }
+            objects.insert(entry.gfid, entry.kind);
+            for &sink in listings.keys() {
+                if holders.iter().any(|(i, _)| *i == sink) {
+                    continue;
+                }
+                if let Err(e) = self
+                    .create_copy(&cx, dir, &name, entry, source, sink, throttle, &mut report)
+                    .await
+                {
+                    tracing::warn!(%dir, %name, sink, error = %e, "full heal could not create a missing entry");
+                }
+            }
+        }
+        for &i in &locked {
+            if let Ok(child) = self.child_ref(i) {
+                let _ = child
+                    .entrylk(
+                        &lcx,
+                        DOMAIN.into(),
+                        Loc::inode(dir),
+                        None,
+                        LockWait::NoWait,
+                        LockType::Unlock,
+                        Xdata::new(),
+                    )
+                    .await;
+            }
+        }
+        // Counters of the directory itself and of everything in it.
+        let mut all: Vec<(Gfid, FileKind)> = objects.into_iter().collect();
+        if let Ok(r) = self.heal(Loc::inode(dir), policy, false, throttle).await {
+            merge(&mut report, r);
+        }
+        for (g, k) in &all {
+            if *k != FileKind::Dir
+                && let Ok(r) = self.heal(Loc::inode(*g), policy, false, throttle).await
+            {
+                merge(&mut report, r);
+            }
+        }
+        all.retain(|(_, k)| *k == FileKind::Dir);
+        Ok((report, all))
+    }
+}
+
+/// Adds one report to another.
+pub fn merge(into: &mut HealReport, r: HealReport) {
+    into.data += r.data;
+    into.metadata += r.metadata;
+    into.entries += r.entries;
+    into.bytes += r.bytes;
+    if r.split_brain.is_some() {
+        into.split_brain = r.split_brain;
+    }
+    into.children.extend(r.children);
+}
+
+fn user_xattrs(x: Xdata) -> BTreeMap<String, Vec<u8>> {
+    x.iter()
+        .filter(|(k, _)| k.starts_with("user."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Every name of a directory on one brick (without `.` and `..`), with attributes.
+async fn list_dir(child: &XlatorRef, cx: &Cx, dir: Gfid) -> FopResult<BTreeMap<String, DirEntry>> {
+    let fd = Fd::new(dir, libc::O_RDONLY);
+    child
+        .opendir(cx, Loc::inode(dir), fd.clone(), Xdata::new())
+        .await?;
+    let mut out = BTreeMap::new();
+    let mut offset = 0;
+    let r = loop {
+        match child
+            .readdir(cx, fd.clone(), offset, 256 * 1024, true, Xdata::new())
+            .await
+        {
+            Ok(batch) if batch.is_empty() => break Ok(()),
+            Ok(batch) => {
+                for e in batch {
+                    offset = e.offset;
+                    if e.name != "." && e.name != ".." {
+                        out.insert(e.name.clone(), e);
+                    }
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = child.releasedir(cx, fd).await;
+    r.map(|()| out)
+}
+
+/// Removes a name from one brick, a directory with everything below it.
+async fn remove_tree(
+    child: &XlatorRef,
+    cx: &Cx,
+    parent: Gfid,
+    name: &str,
+    e: &DirEntry,
+) -> FopResult<()> {
+    if e.kind == FileKind::Dir {
+        let inside = list_dir(child, cx, e.gfid).await?;
+        for (n, sub) in &inside {
+            Box::pin(remove_tree(child, cx, e.gfid, n, sub)).await?;
+        }
+        child
+            .rmdir(cx, Loc::entry(parent, name), Xdata::new())
+            .await
+    } else {
+        child
+            .unlink(cx, Loc::entry(parent, name), Xdata::new())
+            .await
+    }
+}
