@@ -120,6 +120,9 @@ fn verb(v: &cmd::volume::Volume) -> &'static str {
         V::Set { .. } => "set",
         V::Get { .. } => "get",
         V::Reset { .. } => "reset",
+        V::Heal { .. } => "heal",
+        V::ReplaceBrick { .. } => "replace-brick",
+        V::ResetBrick { .. } => "reset-brick",
     }
 }
 

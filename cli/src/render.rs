@@ -302,6 +302,7 @@ mod tests {
             path: format!("/data/b{i}"),
             port: 49152 + i as u16,
             arbiter,
+            disabled: false,
         }
     }
 

@@ -153,6 +153,15 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/volumes/{name}/options/{key}", get(option_one))
         .route("/v1/volumes/{name}/reset", post(reset))
         .route("/v1/volumes/{name}/volfile", get(volfile))
+        .route("/v1/volumes/{name}/replace-brick", post(replace_brick))
+        .route("/v1/volumes/{name}/reset-brick", post(reset_brick))
+        .route("/v1/volumes/{name}/heal", post(heal))
+        .route("/v1/volumes/{name}/heal/info", get(heal_info))
+        .route("/v1/volumes/{name}/heal/statistics", get(heal_stats))
+        .route("/v1/volumes/{name}/heal/split-brain", post(split_brain))
+        .route("/v1/peer/heal-kick/{name}", post(peer_heal_kick))
+        .route("/v1/peer/heal-info/{name}", get(peer_heal_info))
+        .route("/v1/peer/heal-stats/{name}", get(peer_heal_stats))
         .route(routes::OPTIONS, get(option_table))
         .route(routes::PEER_JOIN, post(join))
         .route(routes::PEER_STATE, get(peer_state))
@@ -722,4 +731,268 @@ impl Daemon {
         }
         out
     }
+}
+
+fn require_replicated(d: &Daemon, name: &str) -> Result<VolumeConfig, ApiErr> {
+    let v = find_volume(d, name)?;
+    if v.replica < 2 {
+        return Err(ApiErr::from_msg(format!(
+            "volume {name} is not replicated: there is nothing to heal"
+        )));
+    }
+    if v.state != VolumeState::Started {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            format!("volume {name} is not started"),
+        ));
+    }
+    Ok(v)
+}
+
+/// The other nodes holding bricks of `v`.
+fn brick_peers(d: &Daemon, v: &VolumeConfig) -> Result<Vec<NodeInfo>, ApiErr> {
+    let me = d.me().map_err(e500)?;
+    Ok(d.config()
+        .map_err(e500)?
+        .nodes
+        .into_iter()
+        .filter(|n| n.uuid != me.uuid && v.bricks.iter().any(|b| b.host == n.host))
+        .collect())
+}
+
+async fn heal(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<HealRequest>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let v = require_replicated(&d, &name)?;
+    if let Some(w) = d.heal.get(&name) {
+        w.kick(req.full);
+    }
+    let secret = d.pool_secret().map_err(e500)?;
+    let mut failed = Vec::new();
+    for n in brick_peers(&d, &v)? {
+        let c = cairn_api::Client::new(Endpoint::Tcp(n.addr()))
+            .with_token(secret.clone())
+            .with_timeout(Duration::from_secs(5));
+        if let Err(e) = c
+            .post::<_, Message>(&routes::peer_heal_kick(&name), &req)
+            .await
+        {
+            failed.push(format!("{}: {e}", n.host));
+        }
+    }
+    let what = if req.full {
+        "full self heal"
+    } else {
+        "index self heal"
+    };
+    if failed.is_empty() {
+        ok_msg(format!(
+            "launching heal operation to perform {what} on volume {name} has been successful"
+        ))
+    } else {
+        Err(ApiErr::from_msg(format!(
+            "heal launched, but not on: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+async fn peer_heal_kick(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<HealRequest>,
+) -> Res<Message> {
+    require_peer(&d, &a, &h)?;
+    match d.heal.get(&name) {
+        Some(w) => {
+            w.kick(req.full);
+            ok_msg("heal started")
+        }
+        None => ok_msg("no bricks of this volume here"),
+    }
+}
+
+async fn heal_info(State(d): D, Path(name): Path<String>) -> Res<Vec<BrickHealInfo>> {
+    let v = require_replicated(&d, &name)?;
+    Ok(Json(gather_heal_info(&d, &v).await?))
+}
+
+/// The heal index of every brick of `v`, asked of each brick's node, in brick order.
+async fn gather_heal_info(d: &Daemon, v: &VolumeConfig) -> Result<Vec<BrickHealInfo>, ApiErr> {
+    let name = &v.name;
+    let mut all = d.local_heal_info(name);
+    for n in brick_peers(d, v)? {
+        let c =
+            cairn_api::Client::new(Endpoint::Tcp(n.addr())).with_timeout(Duration::from_secs(10));
+        match c
+            .get::<Vec<BrickHealInfo>>(&routes::peer_heal_info(name))
+            .await
+        {
+            Ok(list) => all.extend(list),
+            Err(_) => {
+                all.extend(
+                    v.bricks
+                        .iter()
+                        .filter(|b| b.host == n.host)
+                        .map(|b| BrickHealInfo {
+                            brick: b.spec(),
+                            connected: false,
+                            entries: Vec::new(),
+                        }),
+                )
+            }
+        }
+    }
+    // In volume brick order.
+    all.sort_by_key(|i| {
+        v.bricks
+            .iter()
+            .position(|b| b.spec() == i.brick)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(all)
+}
+
+async fn peer_heal_info(State(d): D, Path(name): Path<String>) -> Res<Vec<BrickHealInfo>> {
+    Ok(Json(d.local_heal_info(&name)))
+}
+
+async fn heal_stats(State(d): D, Path(name): Path<String>) -> Res<Vec<HealStats>> {
+    let v = require_replicated(&d, &name)?;
+    let mut all = Vec::new();
+    if let Some(w) = d.heal.get(&name) {
+        all.push(w.stats());
+    }
+    for n in brick_peers(&d, &v)? {
+        let c =
+            cairn_api::Client::new(Endpoint::Tcp(n.addr())).with_timeout(Duration::from_secs(5));
+        if let Ok(s) = c.get::<HealStats>(&routes::peer_heal_stats(&name)).await {
+            all.push(s);
+        }
+    }
+    Ok(Json(all))
+}
+
+async fn peer_heal_stats(State(d): D, Path(name): Path<String>) -> Res<HealStats> {
+    Ok(Json(
+        d.heal.get(&name).map(|w| w.stats()).unwrap_or_default(),
+    ))
+}
+
+async fn split_brain(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<SplitBrainResolve>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let v = require_replicated(&d, &name)?;
+    // Without a path: every entry the indices of the source brick's replica set list (they
+    // live on the bricks' own nodes).
+    let candidates = match (&req.path, &req.brick) {
+        (None, Some(spec)) => {
+            let r = v.replica.max(1) as usize;
+            let set = v
+                .bricks
+                .iter()
+                .position(|b| &b.spec() == spec)
+                .map(|i| i / r)
+                .ok_or_else(|| {
+                    ApiErr::from_msg(format!("{spec} is not a brick of volume {name}"))
+                })?;
+            let members: Vec<String> = v
+                .bricks
+                .iter()
+                .skip(set * r)
+                .take(r)
+                .map(|b| b.spec())
+                .collect();
+            let mut gfids: Vec<cairn_translators::Gfid> = gather_heal_info(&d, &v)
+                .await?
+                .into_iter()
+                .filter(|i| members.contains(&i.brick))
+                .flat_map(|i| i.entries)
+                .filter_map(|e| cairn_translators::Gfid::parse(&e.gfid))
+                .collect();
+            gfids.sort();
+            gfids.dedup();
+            gfids
+        }
+        _ => Vec::new(),
+    };
+    let m = d
+        .resolve_split_brain(
+            &name,
+            &req.policy,
+            req.path.as_deref(),
+            req.brick.as_deref(),
+            candidates,
+        )
+        .await
+        .map_err(ApiErr::from_msg)?;
+    tracing::info!(volume = %name, policy = %req.policy, path = ?req.path, brick = ?req.brick, "split-brain resolved by the operator");
+    ok_msg(m)
+}
+
+async fn replace_brick(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<ReplaceBrick>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let ports = d.cfg.brick_ports;
+    let (old, new) = (req.old.clone(), req.new.clone());
+    let n = name.clone();
+    d.transact(
+        format!("volume replace-brick {name}"),
+        true,
+        move |cfg, _| crate::ops::build_replace(cfg, &n, &old, &new, ports),
+    )
+    .await
+    .map_err(ApiErr::from_msg)?;
+    tracing::info!(volume = %name, old = %req.old, new = %req.new, "brick replaced; a full heal rebuilds it");
+    ok_msg(format!(
+        "replace-brick commit force operation successful; heal rebuilds {}",
+        req.new
+    ))
+}
+
+async fn reset_brick(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<ResetBrick>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let (brick, commit) = (req.brick.clone(), req.commit);
+    let n = name.clone();
+    d.transact(
+        format!("volume reset-brick {name}"),
+        req.force,
+        move |cfg, _| crate::ops::build_reset(cfg, &n, &brick, commit),
+    )
+    .await
+    .map_err(ApiErr::from_msg)?;
+    ok_msg(if req.commit {
+        format!(
+            "reset-brick commit operation successful; heal rebuilds {}",
+            req.brick
+        )
+    } else {
+        format!(
+            "reset-brick start operation successful: {} is stopped",
+            req.brick
+        )
+    })
 }

@@ -10,11 +10,13 @@
 //! - [`txn`]: the cluster-wide transaction: lock → stage → commit on every node → unlock.
 //! - [`pool`]: probe, join, detach, and the peer monitor that catches a returning node up.
 //! - [`supervisor`]: this node's brick processes.
+//! - [`heal`]: the self-heal worker of each replicated volume, for this node's bricks.
 //! - [`http`]: the management API (TCP for peers, clients and remote reads; a Unix socket
 //!   for the local CLI).
 //!
 //! The daemon's state lives in [`Daemon`]; locks are never held across an `await`.
 
+pub mod heal;
 pub mod http;
 pub mod ops;
 pub mod options;
@@ -66,6 +68,8 @@ pub struct Daemon {
     version: watch::Sender<u64>,
     reconcile: Notify,
     reachable: Mutex<HashMap<String, bool>>,
+    /// Self-heal workers.
+    pub heal: heal::Workers,
 }
 
 impl Daemon {
@@ -109,6 +113,7 @@ impl Daemon {
             version,
             reconcile: Notify::new(),
             reachable: Mutex::new(HashMap::new()),
+            heal: heal::Workers::default(),
         });
         let known: Vec<(String, String, String)> = daemon
             .local_bricks()
@@ -222,8 +227,42 @@ impl Daemon {
             return self.commit_state(Persisted::standalone(me));
         }
         ops::apply(&mut st.config, op, version);
-        if let Op::CreateVolume(v) = op {
-            self.prepare_local_bricks(v)?;
+        match op {
+            Op::CreateVolume(v) => self.prepare_local_bricks(v)?,
+            Op::ReplaceBrick { name, new, .. } if new.host == me.host => {
+                let v = st.config.volumes.iter().find(|v| &v.name == name).cloned();
+                if let Some(v) = v {
+                    self.prepare_brick(&v.id, new)?;
+                }
+                self.heal.request_full(name);
+            }
+            Op::ResetBrick {
+                name,
+                brick_id,
+                commit: true,
+            } => {
+                // Only the brick's node knows whether its directory was wiped (no identity):
+                // then it crawls the volume to rebuild it. A brick restarted intact (for an
+                // upgrade, say) needs only the index heal its return triggers anyway.
+                let v = st.config.volumes.iter().find(|v| &v.name == name).cloned();
+                if let Some(v) = v
+                    && let Some(b) = v
+                        .bricks
+                        .iter()
+                        .find(|b| &b.id == brick_id && b.host == me.host)
+                {
+                    let root = Path::new(&b.path);
+                    let wiped = !matches!(cairn_bricks::layout::read_identity(root), Ok(Some(_)))
+                        || !root.join(".cairn/format").exists();
+                    self.prepare_brick(&v.id, b)?;
+                    if wiped {
+                        tracing::info!(volume = %name, brick = %b.spec(), "brick re-initialised; a full heal rebuilds it");
+                        self.heal.request_full(name);
+                    }
+                }
+            }
+            Op::ReplaceBrick { name, .. } => self.heal.request_full(name),
+            _ => {}
         }
         if let Op::DeleteVolume { name } = op {
             let _ = std::fs::remove_dir_all(self.cfg.state_dir.join("vols").join(name));
@@ -235,16 +274,22 @@ impl Daemon {
     fn prepare_local_bricks(&self, v: &VolumeConfig) -> Result<(), String> {
         let me = self.me()?;
         for b in v.bricks.iter().filter(|b| b.host == me.host) {
-            let path = Path::new(&b.path);
-            std::fs::create_dir_all(path).map_err(|e| format!("brick {}: {e}", b.spec()))?;
-            let id = cairn_bricks::layout::Identity {
-                volume_id: v.id.clone(),
-                brick_id: b.id.clone(),
-            };
-            cairn_bricks::layout::prepare(path, &id, true)
-                .map_err(|e| format!("brick {}: {e}", b.spec()))?;
+            self.prepare_brick(&v.id, b)?;
         }
         Ok(())
+    }
+
+    /// Creates a brick directory if needed and stamps its identity (a new, replaced or
+    /// wiped brick).
+    fn prepare_brick(&self, volume_id: &str, b: &cairn_api::BrickConfig) -> Result<(), String> {
+        let path = Path::new(&b.path);
+        std::fs::create_dir_all(path).map_err(|e| format!("brick {}: {e}", b.spec()))?;
+        let id = cairn_bricks::layout::Identity {
+            volume_id: volume_id.to_string(),
+            brick_id: b.id.clone(),
+        };
+        cairn_bricks::layout::prepare(path, &id, true)
+            .map_err(|e| format!("brick {}: {e}", b.spec()))
     }
 
     /// Adopts a newer configuration from a peer (catching up after an absence).
@@ -283,6 +328,7 @@ impl Daemon {
         self.local_bricks()
             .into_iter()
             .filter(|(v, _)| v.state == VolumeState::Started)
+            .filter(|(v, id)| !v.bricks.iter().any(|b| &b.id == id && b.disabled))
             .filter_map(|(v, brick_id)| {
                 let b = v.bricks.iter().find(|b| b.id == brick_id)?;
                 let files = self.supervisor.files(&v.name, &brick_id);

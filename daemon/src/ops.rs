@@ -143,6 +143,7 @@ pub fn build_create(
             path,
             port: 0,
             arbiter,
+            disabled: false,
         });
     }
     if replica > 1 && !req.force {
@@ -189,6 +190,97 @@ pub fn build_create(
         options: BTreeMap::new(),
         secret: crate::store::new_secret(),
         version,
+    })
+}
+
+/// Builds a replace-brick: the brick keeps its id and role and gets the new place and, on a
+/// new host, the lowest free port there.
+pub fn build_replace(
+    config: &ClusterConfig,
+    name: &str,
+    old: &str,
+    new: &str,
+    ports: PortRange,
+) -> Result<Op, String> {
+    let v = volume(config, name)?;
+    let (oh, op) = parse_brick(old)?;
+    let (nh, np) = parse_brick(new)?;
+    if (oh.as_str(), op.as_str()) == (nh.as_str(), np.as_str()) {
+        return Err(format!(
+            "{new} is the brick being replaced: to rebuild a brick in place use \
+             'volume reset-brick {name} {old} {old} commit force'"
+        ));
+    }
+    let b = v
+        .bricks
+        .iter()
+        .find(|b| b.host == oh && b.path == op)
+        .ok_or_else(|| format!("{old} is not a brick of volume {name}"))?;
+    if !config.nodes.iter().any(|n| n.host == nh) {
+        return Err(format!("host {nh} of {new} is not in the pool"));
+    }
+    for other in config
+        .volumes
+        .iter()
+        .flat_map(|x| x.bricks.iter().map(move |b| (x, b)))
+    {
+        if other.1.host == nh
+            && nested(&other.1.path, &np)
+            && !(other.0.name == name && other.1.id == b.id)
+        {
+            return Err(format!(
+                "{new} is nested with brick {} of volume {}",
+                other.1.spec(),
+                other.0.name
+            ));
+        }
+    }
+    let port = if nh == b.host {
+        b.port
+    } else {
+        let taken: BTreeSet<u16> = config
+            .volumes
+            .iter()
+            .flat_map(|x| x.bricks.iter())
+            .filter(|x| x.host == nh)
+            .map(|x| x.port)
+            .collect();
+        (ports.first..=ports.last)
+            .find(|p| !taken.contains(p))
+            .ok_or_else(|| format!("no free brick port left on {nh}"))?
+    };
+    Ok(Op::ReplaceBrick {
+        name: name.to_string(),
+        brick_id: b.id.clone(),
+        new: BrickConfig {
+            id: b.id.clone(),
+            host: nh,
+            path: np,
+            port,
+            arbiter: b.arbiter,
+            disabled: false,
+        },
+    })
+}
+
+/// Builds a reset-brick.
+pub fn build_reset(
+    config: &ClusterConfig,
+    name: &str,
+    brick: &str,
+    commit: bool,
+) -> Result<Op, String> {
+    let v = volume(config, name)?;
+    let (h, p) = parse_brick(brick)?;
+    let b = v
+        .bricks
+        .iter()
+        .find(|b| b.host == h && b.path == p)
+        .ok_or_else(|| format!("{brick} is not a brick of volume {name}"))?;
+    Ok(Op::ResetBrick {
+        name: name.to_string(),
+        brick_id: b.id.clone(),
+        commit,
     })
 }
 
@@ -258,6 +350,25 @@ pub fn check(config: &ClusterConfig, op: &Op) -> Result<(), String> {
                 ));
             }
         }
+        Op::ReplaceBrick {
+            name,
+            brick_id,
+            new,
+        } => {
+            let v = volume(config, name)?;
+            if !v.bricks.iter().any(|b| &b.id == brick_id) {
+                return Err(format!("volume {name} has no brick {brick_id}"));
+            }
+            if !config.nodes.iter().any(|n| n.host == new.host) {
+                return Err(format!("host {} is not in the pool", new.host));
+            }
+        }
+        Op::ResetBrick { name, brick_id, .. } => {
+            let v = volume(config, name)?;
+            if !v.bricks.iter().any(|b| &b.id == brick_id) {
+                return Err(format!("volume {name} has no brick {brick_id}"));
+            }
+        }
         Op::SetOptions {
             name, set, reset, ..
         } => {
@@ -283,50 +394,126 @@ fn identity_of(path: &Path) -> Option<String> {
         .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// What a node checks on its own disks when staging an op: its bricks of a new volume
-/// must be usable directories that belong to no brick, not on the root filesystem (unless
-/// `force`), with their ports free.
-pub fn check_local(op: &Op, me: &NodeInfo, listen_ip: &str, force: bool) -> Result<(), String> {
-    let Op::CreateVolume(v) = op else {
-        return Ok(());
-    };
-    let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
-    for b in v.bricks.iter().filter(|b| b.host == me.host) {
-        let spec = b.spec();
-        let path = Path::new(&b.path);
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if !m.is_dir() => {
-                return Err(format!("brick {spec}: {} is not a directory", b.path));
+/// What a node checks on its own disks when staging an op, so that a change that cannot
+/// be carried out fails before anything is committed anywhere:
+/// - its bricks of a new volume, and a replacement brick placed on it, must be usable
+///   directories that belong to no brick, not nested in one, not on the root filesystem
+///   (unless `force`), with their ports free;
+/// - a brick reset in place must be a directory (or absent) that belongs to no other
+///   volume or brick.
+pub fn check_local(
+    config: &ClusterConfig,
+    op: &Op,
+    me: &NodeInfo,
+    listen_ip: &str,
+    force: bool,
+) -> Result<(), String> {
+    match op {
+        Op::CreateVolume(v) => {
+            for b in v.bricks.iter().filter(|b| b.host == me.host) {
+                check_new_brick(b, me, listen_ip, force, true)?;
             }
-            Ok(_) => {
-                if let Some(id) = identity_of(path) {
-                    return Err(format!("brick {spec} is already part of a volume ({id})"));
+        }
+        Op::ReplaceBrick {
+            name,
+            brick_id,
+            new,
+        } if new.host == me.host => {
+            let old = volume(config, name)?
+                .bricks
+                .iter()
+                .find(|b| &b.id == brick_id)
+                .ok_or_else(|| format!("volume {name} has no brick {brick_id}"))?;
+            // On the same node the replacement keeps the old brick's port, which that brick
+            // may still hold.
+            let same_port = old.host == new.host && old.port == new.port;
+            check_new_brick(new, me, listen_ip, force, !same_port)?;
+        }
+        Op::ResetBrick {
+            name,
+            brick_id,
+            commit: true,
+        } => {
+            let v = volume(config, name)?;
+            let Some(b) = v
+                .bricks
+                .iter()
+                .find(|b| &b.id == brick_id && b.host == me.host)
+            else {
+                return Ok(());
+            };
+            let path = Path::new(&b.path);
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if !m.is_dir() => {
+                    return Err(format!("brick {}: {} is not a directory", b.spec(), b.path));
                 }
+                Ok(_) => {
+                    if let Some(found) = cairn_bricks::layout::read_identity(path)
+                        .map_err(|e| format!("brick {}: {e}", b.spec()))?
+                        && (found.volume_id != v.id || found.brick_id != b.id)
+                    {
+                        return Err(format!(
+                            "brick {}: the directory belongs to brick {} of volume id {};                              reset-brick re-initialises only an empty directory or this brick's own",
+                            b.spec(),
+                            found.brick_id,
+                            found.volume_id
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("brick {}: {e}", b.spec())),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("brick {spec}: {e}")),
         }
-        let mut existing = path;
-        while !existing.exists() {
-            existing = existing.parent().unwrap_or(Path::new("/"));
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks a directory that is to become a brick on this node.
+fn check_new_brick(
+    b: &BrickConfig,
+    me: &NodeInfo,
+    listen_ip: &str,
+    force: bool,
+    check_port: bool,
+) -> Result<(), String> {
+    let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
+    let spec = b.spec();
+    let path = Path::new(&b.path);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => {
+            return Err(format!("brick {spec}: {} is not a directory", b.path));
         }
-        for anc in path.ancestors().skip(1) {
-            if let Some(id) = identity_of(anc) {
-                return Err(format!(
-                    "brick {spec} is inside {}, which is already a brick ({id})",
-                    anc.display()
-                ));
+        Ok(_) => {
+            if let Some(id) = identity_of(path) {
+                return Err(format!("brick {spec} is already part of a volume ({id})"));
             }
         }
-        if !force
-            && let (Some(root), Ok(m)) = (root_dev, std::fs::metadata(existing))
-            && m.dev() == root
-        {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("brick {spec}: {e}")),
+    }
+    let mut existing = path;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    for anc in path.ancestors().skip(1) {
+        if let Some(id) = identity_of(anc) {
             return Err(format!(
-                "brick {spec} is on the root filesystem: a brick belongs on its own disk. \
-                 Use 'force' at the end of the command to create it anyway"
+                "brick {spec} is inside {}, which is already a brick ({id})",
+                anc.display()
             ));
         }
+    }
+    if !force
+        && let (Some(root), Ok(m)) = (root_dev, std::fs::metadata(existing))
+        && m.dev() == root
+    {
+        return Err(format!(
+            "brick {spec} is on the root filesystem: a brick belongs on its own disk. \
+             Use 'force' at the end of the command to create it anyway"
+        ));
+    }
+    if check_port {
         match std::net::TcpListener::bind((listen_ip, b.port)) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -358,6 +545,30 @@ pub fn apply(config: &mut ClusterConfig, op: &Op, version: u64) {
         Op::StartVolume { name, .. } => set_state(config, name, VolumeState::Started, version),
         Op::StopVolume { name, .. } => set_state(config, name, VolumeState::Stopped, version),
         Op::DeleteVolume { name } => config.volumes.retain(|v| &v.name != name),
+        Op::ReplaceBrick {
+            name,
+            brick_id,
+            new,
+        } => {
+            if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
+                for b in v.bricks.iter_mut().filter(|b| &b.id == brick_id) {
+                    *b = new.clone();
+                }
+                v.version = version;
+            }
+        }
+        Op::ResetBrick {
+            name,
+            brick_id,
+            commit,
+        } => {
+            if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
+                for b in v.bricks.iter_mut().filter(|b| &b.id == brick_id) {
+                    b.disabled = !commit;
+                }
+                v.version = version;
+            }
+        }
         Op::SetOptions {
             name,
             set,
@@ -467,6 +678,78 @@ mod tests {
         assert!(e.contains("already part of volume v"), "{e}");
         let e = build_create(&c2, &req("v", 1, &["a:/other"], true), PORTS, 3).unwrap_err();
         assert!(e.contains("already exists"), "{e}");
+    }
+
+    #[test]
+    fn replace_and_reset_brick_are_checked_before_anything_changes() {
+        let mut c = pool(&["a", "b", "c", "d"]);
+        let v = build_create(
+            &c,
+            &req("v", 3, &["a:/d1", "b:/d1", "c:/d1"], false),
+            PORTS,
+            2,
+        )
+        .unwrap();
+        apply(&mut c, &Op::CreateVolume(v.clone()), 2);
+        let e = build_replace(&c, "v", "a:/d1", "a:/d1", PORTS).unwrap_err();
+        assert!(e.contains("reset-brick"), "{e}");
+        let e = build_replace(&c, "v", "a:/gone", "d:/d1", PORTS).unwrap_err();
+        assert!(e.contains("not a brick of volume v"), "{e}");
+        let e = build_replace(&c, "v", "a:/d1", "z:/d1", PORTS).unwrap_err();
+        assert!(e.contains("not in the pool"), "{e}");
+        let e = build_replace(&c, "v", "a:/d1", "b:/d1/inner", PORTS).unwrap_err();
+        assert!(e.contains("nested"), "{e}");
+        // Moving to another node takes a free port there and keeps the brick's id.
+        let op = build_replace(&c, "v", "a:/d1", "d:/new", PORTS).unwrap();
+        let Op::ReplaceBrick { new, brick_id, .. } = &op else {
+            panic!("{op:?}")
+        };
+        assert_eq!((new.host.as_str(), new.port), ("d", 24010));
+        assert_eq!(brick_id, &v.bricks[0].id);
+        check(&c, &op).unwrap();
+
+        // Local checks on the node that gets the new brick.
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let me = c.nodes[3].clone();
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        cairn_bricks::layout::prepare(
+            &other,
+            &cairn_bricks::layout::Identity {
+                volume_id: "another-volume".into(),
+                brick_id: "brick-9".into(),
+            },
+            true,
+        )
+        .unwrap();
+        let target = format!("d:{}", other.display());
+        let op = build_replace(&c, "v", "a:/d1", &target, PORTS).unwrap();
+        let e = check_local(&c, &op, &me, "127.0.0.1", true).unwrap_err();
+        assert!(e.contains("already part of a volume"), "{e}");
+        let fresh = format!("d:{}", tmp.path().join("fresh").display());
+        let op = build_replace(&c, "v", "a:/d1", &fresh, PORTS).unwrap();
+        check_local(&c, &op, &me, "127.0.0.1", true).unwrap();
+
+        // reset-brick commit re-initialises an empty directory or the brick's own only.
+        let mut c2 = c.clone();
+        c2.volumes[0].bricks[0].host = "d".into();
+        c2.volumes[0].bricks[0].path = other.display().to_string();
+        let spec = c2.volumes[0].bricks[0].spec();
+        let reset = build_reset(&c2, "v", &spec, true).unwrap();
+        let e = check_local(&c2, &reset, &me, "127.0.0.1", true).unwrap_err();
+        assert!(e.contains("belongs to brick brick-9"), "{e}");
+        c2.volumes[0].bricks[0].path = tmp.path().join("wiped").display().to_string();
+        let spec = c2.volumes[0].bricks[0].spec();
+        let reset = build_reset(&c2, "v", &spec, true).unwrap();
+        check_local(&c2, &reset, &me, "127.0.0.1", true).unwrap();
+        assert!(
+            build_reset(&c2, "v", "d:/not-a-brick", true)
+                .unwrap_err()
+                .contains("not a brick of volume v")
+        );
     }
 
     #[test]

@@ -147,6 +147,58 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "cluster.favorite-child-policy",
+        kind: OptionKind::Enum(&["none", "size", "mtime", "majority"]),
+        default: "none",
+        doc: "How heal settles a split-brain by itself: none (report it for the operator), size (the biggest copy), mtime (the newest), majority (the contents most copies agree on).",
+        targets: &[Target::Client {
+            xlator: "cluster/replicate",
+            key: "favorite-child-policy",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.heal-on-access",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "A client whose lookup finds a copy blamed by the others heals that file in the background.",
+        targets: &[Target::Client {
+            xlator: "cluster/replicate",
+            key: "heal-on-access",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.heal-interval",
+        kind: OptionKind::Duration {
+            min_ms: 1_000,
+            max_ms: 86_400_000,
+        },
+        default: "600s",
+        doc: "How often each node's heal worker goes through its bricks' heal index (it also runs at once when a brick comes back, and on volume heal).",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.heal-max-parallel",
+        kind: OptionKind::Int { min: 1, max: 64 },
+        default: "4",
+        doc: "Files one node's heal worker heals at once.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.heal-bandwidth",
+        kind: OptionKind::Size {
+            min: 0,
+            max: 1 << 40,
+        },
+        default: "0",
+        doc: "Bytes per second one node's heal worker may copy (0: no limit), so heal never starves clinical reads.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
         key: "diagnostics.latency-measurement",
         kind: OptionKind::Bool,
         default: "on",

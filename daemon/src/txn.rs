@@ -114,7 +114,7 @@ impl Daemon {
         self.check_holder(&t.txn)?;
         let config = self.config()?;
         ops::check(&config, &t.op)?;
-        ops::check_local(&t.op, &self.me()?, &self.listen_ip(), t.force)
+        ops::check_local(&config, &t.op, &self.me()?, &self.listen_ip(), t.force)
     }
 
     /// Commit: applies the op; a start, stop or option change returns once this node's

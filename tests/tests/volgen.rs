@@ -28,6 +28,7 @@ fn volume(replica: u32, arbiter: bool, hosts: &[&str], opts: &[(&str, &str)]) ->
                 path: format!("/data/brick{}/pacs", i / hosts.len().max(1) + 1),
                 port: 24010 + (i / 3) as u16,
                 arbiter: arbiter && i % 3 == 2,
+                disabled: false,
             })
             .collect(),
         state: VolumeState::Started,

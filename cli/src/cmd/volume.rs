@@ -1,4 +1,4 @@
-//! `cairn volume create|start|stop|delete|info|list|status|set|get|reset`, with Gluster's
+//! `cairn volume create|start|stop|delete|info|list|status|set|get|reset|heal`, with Gluster's
 //! positional keywords:
 //!
 //! ```text
@@ -110,6 +110,47 @@ pub enum Volume {
         #[arg(value_name = "KEY")]
         key: Option<String>,
     },
+    /// Replace a brick: VOL OLD-HOST:/PATH NEW-HOST:/PATH commit force; heal rebuilds it.
+    #[command(name = "replace-brick")]
+    ReplaceBrick {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// The brick to replace, HOST:/PATH.
+        #[arg(value_name = "OLD")]
+        old: String,
+        /// Its replacement, HOST:/PATH.
+        #[arg(value_name = "NEW")]
+        new: String,
+        /// `commit force`.
+        #[arg(value_name = "commit force", num_args = 2)]
+        words: Vec<String>,
+    },
+    /// Stop a brick for maintenance (VOL BRICK start), or re-initialise a wiped brick and
+    /// start it again (VOL BRICK BRICK commit [force]); heal rebuilds it.
+    #[command(name = "reset-brick")]
+    ResetBrick {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// `BRICK start` or `BRICK BRICK commit [force]`.
+        #[arg(value_name = "BRICK start | BRICK BRICK commit [force]", num_args = 2..=4)]
+        words: Vec<String>,
+    },
+    /// Self-heal: VOL [full | info [summary|split-brain] | statistics | split-brain POLICY ...].
+    ///
+    /// `heal VOL` heals what the bricks' indexes list now; `full` crawls the whole volume
+    /// (a replaced or wiped brick is rebuilt this way). `split-brain bigger-file PATH`,
+    /// `split-brain latest-mtime PATH` and `split-brain source-brick HOST:/BRICK [PATH]`
+    /// settle a split-brain.
+    Heal {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// `[full | info [summary|split-brain] | statistics | split-brain POLICY ...]`.
+        #[arg(value_name = "WORDS", num_args = 0..=4, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 /// `volume set` after its keyword check.
@@ -124,6 +165,42 @@ pub enum SetRequest {
         /// What to set.
         option: OptionSet,
     },
+}
+
+/// Checks `replace-brick VOL OLD NEW commit force`.
+pub fn parse_replace(
+    old: &str,
+    new: &str,
+    words: &[String],
+) -> Result<cairn_api::ReplaceBrick, String> {
+    check_brick(old)?;
+    check_brick(new)?;
+    if words != ["commit", "force"] {
+        return Err("replace-brick is done with 'commit force': volume replace-brick VOL OLD NEW commit force".into());
+    }
+    Ok(cairn_api::ReplaceBrick {
+        old: old.to_string(),
+        new: new.to_string(),
+    })
+}
+
+/// Checks `reset-brick VOL BRICK start` / `reset-brick VOL BRICK BRICK commit [force]`.
+pub fn parse_reset(words: &[String]) -> Result<cairn_api::ResetBrick, String> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        [b, "start"] => {
+            check_brick(b)?;
+            Ok(cairn_api::ResetBrick { brick: b.to_string(), commit: false, force: false })
+        }
+        [a, b, "commit"] | [a, b, "commit", "force"] => {
+            check_brick(a)?;
+            if a != b {
+                return Err("reset-brick commit takes the same brick twice: VOL BRICK BRICK commit [force] (use replace-brick to move a brick)".into());
+            }
+            Ok(cairn_api::ResetBrick { brick: a.to_string(), commit: true, force: w.len() == 4 })
+        }
+        _ => Err("usage: volume reset-brick VOL BRICK start | volume reset-brick VOL BRICK BRICK commit [force]".into()),
+    }
 }
 
 /// The most bricks per replica set accepted on the command line (the daemon may refuse
@@ -311,6 +388,11 @@ impl Volume {
             Volume::Set { name, key, value } => {
                 parse_set(name, key.as_deref(), value.as_deref()).map(|_| ())
             }
+            Volume::Heal { words, .. } => super::heal::parse(words).map(|_| ()),
+            Volume::ReplaceBrick {
+                old, new, words, ..
+            } => parse_replace(old, new, words).map(|_| ()),
+            Volume::ResetBrick { words, .. } => parse_reset(words).map(|_| ()),
             _ => Ok(()),
         }
     }
@@ -328,6 +410,9 @@ impl Volume {
             Volume::Set { .. } => "volume set".to_string(),
             Volume::Get { .. } => "volume get".to_string(),
             Volume::Reset { .. } => "volume reset".to_string(),
+            Volume::Heal { name, .. } => format!("volume heal: {name}"),
+            Volume::ReplaceBrick { name, .. } => format!("volume replace-brick: {name}"),
+            Volume::ResetBrick { name, .. } => format!("volume reset-brick: {name}"),
         }
     }
 
@@ -510,6 +595,33 @@ impl Volume {
                 let body = OptionReset { key };
                 let m: Message = ctx.run(true, |c| async move { c.post(&path, &body).await })?;
                 Ok(Output::done("volume reset: success", &m.message))
+            }
+            Volume::Heal { name, words } => {
+                let heal = super::heal::parse(&words).map_err(CmdError::Usage)?;
+                super::heal::execute(ctx, &name, heal)
+            }
+            Volume::ReplaceBrick {
+                name,
+                old,
+                new,
+                words,
+            } => {
+                let body = parse_replace(&old, &new, &words).map_err(CmdError::Usage)?;
+                let path = routes::volume_sub(&name, "replace-brick");
+                let m: Message = ctx.run(true, |c| async move { c.post(&path, &body).await })?;
+                Ok(Output::done(
+                    format!("volume replace-brick: {name}: success: {}", m.message),
+                    &m.message,
+                ))
+            }
+            Volume::ResetBrick { name, words } => {
+                let body = parse_reset(&words).map_err(CmdError::Usage)?;
+                let path = routes::volume_sub(&name, "reset-brick");
+                let m: Message = ctx.run(true, |c| async move { c.post(&path, &body).await })?;
+                Ok(Output::done(
+                    format!("volume reset-brick: {name}: success: {}", m.message),
+                    &m.message,
+                ))
             }
         }
     }

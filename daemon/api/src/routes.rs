@@ -19,6 +19,15 @@
 //! | POST | `/v1/volumes/{name}/reset` | [`OptionReset`](crate::OptionReset) → [`Message`](crate::Message) | admin |
 //! | GET | `/v1/volumes/{name}/volfile` | `?role=client&wait_version=N` → YAML text | `auth.allow` |
 //! | GET | `/v1/options` | → `Vec<`[`OptionDecl`](crate::OptionDecl)`>` | anyone |
+//! | POST | `/v1/volumes/{name}/replace-brick` | [`ReplaceBrick`](crate::ReplaceBrick) → [`Message`](crate::Message) | admin |
+//! | POST | `/v1/volumes/{name}/reset-brick` | [`ResetBrick`](crate::ResetBrick) → [`Message`](crate::Message) | admin |
+//! | POST | `/v1/volumes/{name}/heal` | [`HealRequest`](crate::HealRequest) → [`Message`](crate::Message) | admin |
+//! | GET | `/v1/volumes/{name}/heal/info` | → `Vec<`[`BrickHealInfo`](crate::BrickHealInfo)`>` | anyone |
+//! | GET | `/v1/volumes/{name}/heal/statistics` | → `Vec<`[`HealStats`](crate::HealStats)`>` | anyone |
+//! | POST | `/v1/volumes/{name}/heal/split-brain` | [`SplitBrainResolve`](crate::SplitBrainResolve) → [`Message`](crate::Message) | admin |
+//! | POST | `/v1/peer/heal-kick/{name}` | [`HealRequest`](crate::HealRequest) → [`Message`](crate::Message) | pool |
+//! | GET | `/v1/peer/heal-info/{name}` | → `Vec<`[`BrickHealInfo`](crate::BrickHealInfo)`>` (this node's) | anyone |
+//! | GET | `/v1/peer/heal-stats/{name}` | → [`HealStats`](crate::HealStats) (this node's) | anyone |
 //! | POST | `/v1/peer/join` | [`JoinRequest`](crate::JoinRequest) → [`JoinReply`](crate::JoinReply) | a node joining a pool |
 //! | GET | `/v1/peer/state` | → [`ClusterConfig`](crate::ClusterConfig) | pool |
 //! | GET | `/v1/peer/bricks` | → `Vec<`[`BrickStatus`](crate::BrickStatus)`>` (this node's) | anyone |
@@ -55,6 +64,21 @@ pub const TXN_STAGE: &str = "/v1/txn/stage";
 pub const TXN_COMMIT: &str = "/v1/txn/commit";
 /// Transaction phase: unlock.
 pub const TXN_UNLOCK: &str = "/v1/txn/unlock";
+
+/// `/v1/peer/heal-kick/{name}`.
+pub fn peer_heal_kick(name: &str) -> String {
+    format!("/v1/peer/heal-kick/{}", encode(name))
+}
+
+/// `/v1/peer/heal-info/{name}`.
+pub fn peer_heal_info(name: &str) -> String {
+    format!("/v1/peer/heal-info/{}", encode(name))
+}
+
+/// `/v1/peer/heal-stats/{name}`.
+pub fn peer_heal_stats(name: &str) -> String {
+    format!("/v1/peer/heal-stats/{}", encode(name))
+}
 
 /// `/v1/volumes/{name}`.
 pub fn volume(name: &str) -> String {

@@ -144,6 +144,9 @@ pub struct BrickConfig {
     pub port: u16,
     /// Holds names and metadata only.
     pub arbiter: bool,
+    /// Stopped for maintenance (`volume reset-brick ... start`).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl BrickConfig {
@@ -420,6 +423,25 @@ pub enum Op {
         /// The volume.
         name: String,
     },
+    /// A brick moves to a new host or directory (keeping its id); heal rebuilds it.
+    ReplaceBrick {
+        /// The volume.
+        name: String,
+        /// The brick's id.
+        brick_id: String,
+        /// Its new place.
+        new: BrickConfig,
+    },
+    /// A brick is stopped for maintenance (`start`) or re-initialised and started again
+    /// (`commit`); heal rebuilds it.
+    ResetBrick {
+        /// The volume.
+        name: String,
+        /// The brick's id.
+        brick_id: String,
+        /// True: commit (re-initialise and start); false: start (stop the brick).
+        commit: bool,
+    },
     /// Set or reset options.
     SetOptions {
         /// The volume.
@@ -444,6 +466,12 @@ impl Op {
             Op::StopVolume { name, .. } => format!("volume stop {name}"),
             Op::DeleteVolume { name } => format!("volume delete {name}"),
             Op::SetOptions { name, .. } => format!("volume set/reset {name}"),
+            Op::ReplaceBrick { name, brick_id, .. } => {
+                format!("volume replace-brick {name} {brick_id}")
+            }
+            Op::ResetBrick { name, brick_id, .. } => {
+                format!("volume reset-brick {name} {brick_id}")
+            }
         }
     }
 }
@@ -459,5 +487,94 @@ pub struct TxnOp {
     pub version: u64,
     /// The operator's `force`: skips the checks that may be skipped (e.g. bricks on the
     /// root filesystem).
+    pub force: bool,
+}
+
+/// `volume heal VOL [full]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealRequest {
+    /// Crawl the whole volume instead of the index.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// One entry waiting for heal on a brick.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealEntry {
+    /// The object's gfid.
+    pub gfid: String,
+    /// Its path in the volume when the brick can tell (directories), else `<gfid:...>`.
+    pub path: String,
+    /// The last heal found its copies in split-brain.
+    pub split_brain: bool,
+}
+
+/// Heal state of one brick (`volume heal VOL info`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickHealInfo {
+    /// `host:/path`.
+    pub brick: String,
+    /// Whether its node answered.
+    pub connected: bool,
+    /// Entries in its index.
+    pub entries: Vec<HealEntry>,
+}
+
+/// Heal figures of one node's worker for a volume (`volume heal VOL statistics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealStats {
+    /// The node.
+    pub host: String,
+    /// Heal passes run.
+    pub runs: u64,
+    /// Is a pass running now.
+    pub running: bool,
+    /// Start of the last pass (seconds since the epoch).
+    pub last_start: u64,
+    /// Length of the last pass in milliseconds.
+    pub last_duration_ms: u64,
+    /// Last pass was a full crawl.
+    pub last_full: bool,
+    /// Objects healed (all passes).
+    pub healed: u64,
+    /// Bytes copied (all passes).
+    pub bytes: u64,
+    /// Heals that failed (all passes).
+    pub failed: u64,
+    /// Index entries left on this node's bricks after the last pass.
+    pub pending: u64,
+    /// Objects the last pass found in split-brain.
+    pub split_brain: Vec<String>,
+}
+
+/// `volume heal VOL split-brain ...`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitBrainResolve {
+    /// `bigger-file`, `latest-mtime` or `source-brick`.
+    pub policy: String,
+    /// The file, as a path in the volume (required but for source-brick).
+    pub path: Option<String>,
+    /// `HOST:/PATH` of the brick whose copy wins (source-brick).
+    pub brick: Option<String>,
+}
+
+/// `volume replace-brick VOL OLD NEW commit force`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceBrick {
+    /// `HOST:/PATH` of the brick to replace.
+    pub old: String,
+    /// `HOST:/PATH` of its replacement.
+    pub new: String,
+}
+
+/// `volume reset-brick VOL BRICK start` / `... BRICK BRICK commit [force]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetBrick {
+    /// `HOST:/PATH` of the brick.
+    pub brick: String,
+    /// `start` (stop it for maintenance) or `commit` (re-initialise and start it).
+    pub commit: bool,
+    /// Accept a brick directory on the root filesystem.
+    #[serde(default)]
     pub force: bool,
 }
