@@ -59,6 +59,7 @@ impl Registry {
         r.register(crate::protocol::server::TYPE);
         r.register(crate::debug::io_stats::TYPE);
         r.register(crate::debug::error_gen::TYPE);
+        r.register(crate::debug::delay_gen::TYPE);
         r.register(crate::features::locks::TYPE);
         r.register(crate::features::index::TYPE);
         r.register(crate::cluster::afr::TYPE);

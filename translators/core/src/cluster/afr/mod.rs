@@ -11,6 +11,7 @@
 //! - **Arbiter** (`arbiter-count: 1`): the last brick keeps names and metadata only; it
 //!   counts for quorum but never receives data and is never read from.
 
+mod create;
 pub mod heal;
 pub mod txn;
 
@@ -1178,22 +1179,32 @@ impl Translator for Afr {
         let brick_flags = flags & !(libc::O_APPEND | libc::O_TRUNC);
         let x = with_dirty(xdata, ENTRY);
         let a = self.afr_fd(&fd);
-        let out = self
-            .entry_op(
+        let targets = self.quorum("create")?;
+        let created = self
+            .create_file(
                 cx,
-                "create",
-                &[parent],
-                &[(parent, name.to_string())],
-                &|_| Request::Create {
-                    loc: loc.clone(),
+                &targets,
+                &create::NewFile {
+                    parent,
+                    name,
+                    loc: &loc,
                     flags: brick_flags,
                     mode,
                     umask,
-                    fd: fd.clone(),
-                    xdata: x.clone(),
+                    fd: &fd,
+                    xdata: &x,
                 },
             )
             .await?;
+        for (&i, &n) in &created.applied {
+            self.changelog.clear_later(i, parent, ENTRY, n);
+        }
+        let out = created.out;
+        if out.ok.is_empty() {
+            return Err(out.error());
+        }
+        self.settle(parent, ENTRY, &targets, &out, &HashMap::new(), false)
+            .await;
         for &g in &out.good() {
             if let Some(o) = a.opened.get(g) {
                 o.store(true, Ordering::SeqCst);
