@@ -135,6 +135,12 @@ fn index_entries(brick: &Path) -> Vec<(Gfid, Duration)> {
         .collect()
 }
 
+/// Whether `gfid` is a directory on `brick` (its handle is a directory symlink).
+fn is_dir_on(brick: &Path, gfid: Gfid) -> bool {
+    gfid.is_root()
+        || std::fs::symlink_metadata(cairn_bricks::layout::dir_handle(brick, gfid)).is_ok()
+}
+
 /// The path of a directory on a brick, from its handle (files answer `<gfid:...>`).
 pub fn describe(brick: &Path, gfid: Gfid) -> String {
     if gfid.is_root() {
@@ -365,14 +371,33 @@ impl Daemon {
             for (set, path) in &sets {
                 let Some(afr) = afrs.get(*set) else { continue };
                 let policy = afr.favorite_child().clone();
-                let entries = index_entries(Path::new(path));
-                // Directories first: their entry heal creates what the files need.
-                let mut queue: VecDeque<(Gfid, bool)> = entries
+                // Directories first: their entry heal creates the files a brick missed,
+                // with their contents, and settles most of the files' own entries. Then
+                // the index is read again for what is left.
+                let brick = Path::new(path);
+                let (dirs, _): (Vec<_>, Vec<_>) = index_entries(brick)
+                    .into_iter()
+                    .partition(|(g, _)| is_dir_on(brick, *g));
+                let mut queue: VecDeque<(Gfid, bool)> = dirs
                     .into_iter()
                     .map(|(g, age)| (g, age >= STALE_DIRTY))
                     .collect();
                 let mut seen = BTreeSet::new();
-                while !queue.is_empty() {
+                let mut files_listed = false;
+                loop {
+                    if queue.is_empty() {
+                        if files_listed {
+                            break;
+                        }
+                        files_listed = true;
+                        queue.extend(
+                            index_entries(brick)
+                                .into_iter()
+                                .filter(|(g, _)| !seen.contains(g))
+                                .map(|(g, age)| (g, age >= STALE_DIRTY)),
+                        );
+                        continue;
+                    }
                     let batch: Vec<(Gfid, bool)> =
                         queue.drain(..).filter(|(g, _)| seen.insert(*g)).collect();
                     let results = futures::future::join_all(batch.iter().map(|(g, stale)| {
@@ -392,7 +417,12 @@ impl Daemon {
                                 if let Some(sb) = &r.split_brain {
                                     split.insert(sb.clone());
                                 }
-                                queue.extend(r.children.iter().map(|c| (*c, false)));
+                                // Directories just created on a brick: heal them now,
+                                // even if their own index entry was tried before.
+                                for c in &r.children {
+                                    seen.remove(c);
+                                    queue.push_back((*c, false));
+                                }
                                 merge(
                                     &mut total,
                                     HealReport {

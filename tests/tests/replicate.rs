@@ -21,6 +21,12 @@ struct Set {
 }
 
 fn start_set() -> Set {
+    start_set_with(false)
+}
+
+/// Three bricks; with `counted`, a `debug/io-stats` between replicate and each brick's
+/// client counts the requests each brick receives.
+fn start_set_with(counted: bool) -> Set {
     require_root();
     let tmp = tempfile::Builder::new()
         .prefix("cairn-afr-")
@@ -46,7 +52,19 @@ fn start_set() -> Set {
             b.port()
         ));
     }
-    vf.push_str("  - name: test-replicate-0\n    type: cluster/replicate\n    options:\n      eager-lock-idle: 200ms\n      changelog-flush: 100ms\n    subvolumes: [test-client-0, test-client-1, test-client-2]\n");
+    let children = if counted {
+        for i in 0..3 {
+            vf.push_str(&format!(
+                "  - name: test-count-{i}\n    type: debug/io-stats\n    subvolumes: [test-client-{i}]\n"
+            ));
+        }
+        "test-count"
+    } else {
+        "test-client"
+    };
+    // With counting, dirty marks are cleared only at the end (one batch per brick).
+    let flush = if counted { "60s" } else { "100ms" };
+    vf.push_str(&format!("  - name: test-replicate-0\n    type: cluster/replicate\n    options:\n      eager-lock-idle: 200ms\n      changelog-flush: {flush}\n    subvolumes: [{children}-0, {children}-1, {children}-2]\n"));
     vf.push_str(
         "  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-replicate-0]\n",
     );
@@ -89,17 +107,33 @@ fn cx() -> Cx {
 
 async fn put(top: &XlatorRef, parent: Gfid, name: &str, data: &[u8]) -> FopResult<Gfid> {
     let g = Gfid::random();
-    let fd = Fd::new(g, libc::O_WRONLY);
-    top.create(
-        &cx(),
-        Loc::entry(parent, name).with_gfid(g),
-        libc::O_WRONLY,
-        0o644,
-        0o022,
-        fd.clone(),
-        Xdata::new(),
-    )
-    .await?;
+    let mut fd = Fd::new(g, libc::O_WRONLY);
+    let e = top
+        .create(
+            &cx(),
+            Loc::entry(parent, name).with_gfid(g),
+            libc::O_WRONLY,
+            0o644,
+            0o022,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await?;
+    let g = e.iatt.gfid;
+    if g != fd.gfid() {
+        // Another client created the name first: reopen the file that is there, as the
+        // FUSE edge does.
+        top.release(&cx(), fd).await?;
+        fd = Fd::new(g, libc::O_WRONLY);
+        top.open(
+            &cx(),
+            Loc::inode(g),
+            libc::O_WRONLY,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await?;
+    }
     let w = top
         .write(
             &cx(),
@@ -623,6 +657,12 @@ async fn heal_makes_a_returning_brick_whole_data_metadata_and_entries() {
     let afr = g.find::<cluster::afr::Afr>().next().unwrap();
     let report = heal_indexed(&set, afr).await;
     assert!(report.data >= 1 && report.metadata >= 1 && report.entries >= 3);
+    assert_eq!(
+        report.bytes,
+        200_000 + 5 * 57 * 1024,
+        "every missed byte is copied exactly once (a file created by its directory's heal is \
+         not copied again for its own index entry)"
+    );
     let want = tree(&set.dirs[1]);
     assert_eq!(tree(&set.dirs[0]), want, "brick 0 is whole again");
     assert_eq!(tree(&set.dirs[2]), want);
@@ -743,4 +783,249 @@ async fn heal_leaves_a_split_brain_alone_until_a_policy_picks_the_source() {
     );
     g2.stop().await;
     g.stop().await;
+}
+
+/// Requests each brick received since the last call (per brick, by fop).
+fn requests(g: &Graph) -> Vec<u64> {
+    (0..3)
+        .map(|i| {
+            let node = g.node(&format!("test-count-{i}")).unwrap();
+            let stats = node
+                .as_any()
+                .downcast_ref::<debug::io_stats::IoStats>()
+                .unwrap()
+                .stats();
+            let n = stats.snapshot().iter().map(|f| f.calls).sum();
+            stats.reset();
+            n
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_small_file_costs_one_round_trip_to_create_and_one_to_write() {
+    let set = start_set_with(true);
+    let g = client(&set).await;
+    let top = g.top();
+    let dir = top
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "study").with_gfid(Gfid::random()),
+            0o755,
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    requests(&g);
+    for i in 0..5 {
+        let gfid = Gfid::random();
+        let fd = Fd::new(gfid, libc::O_WRONLY);
+        top.create(
+            &cx(),
+            Loc::entry(dir, format!("IM{i}.dcm")).with_gfid(gfid),
+            libc::O_WRONLY | libc::O_CREAT,
+            0o644,
+            0o022,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        // Unlocks and other background requests would show up here too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(requests(&g), vec![1, 1, 1], "create: one request per brick");
+        top.write(
+            &cx(),
+            fd.clone(),
+            0,
+            Payload::new(pattern(57 * 1024, i)),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            requests(&g),
+            vec![1, 1, 1],
+            "first write: one request per brick"
+        );
+        top.flush(&cx(), fd.clone(), Xdata::new()).await.unwrap();
+        assert_eq!(requests(&g), vec![0, 0, 0], "close(2) waits for no brick");
+        top.release(&cx(), fd).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            requests(&g),
+            vec![1, 1, 1],
+            "release (in the background of close): one request per brick"
+        );
+    }
+    for d in &set.dirs {
+        assert_eq!(
+            fs::read(d.join("study/IM3.dcm")).unwrap(),
+            pattern(57 * 1024, 3)
+        );
+    }
+    g.stop().await;
+}
+
+async fn create_excl(top: &XlatorRef, parent: Gfid, name: &str) -> FopResult<Gfid> {
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_WRONLY);
+    let e = top
+        .create(
+            &cx(),
+            Loc::entry(parent, name).with_gfid(g),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o644,
+            0o022,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await?;
+    top.release(&cx(), fd).await?;
+    Ok(e.iatt.gfid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_exclusive_creates_have_exactly_one_winner() {
+    let set = start_set();
+    let (a, b) = (client(&set).await, client(&set).await);
+    let mut wins = [0, 0];
+    for i in 0..40 {
+        let name = format!("excl-{i}");
+        let (ta, tb) = (Arc::clone(a.top()), Arc::clone(b.top()));
+        let (n1, n2) = (name.clone(), name.clone());
+        let r1 = tokio::spawn(async move { create_excl(&ta, Gfid::ROOT, &n1).await });
+        let r2 = tokio::spawn(async move { create_excl(&tb, Gfid::ROOT, &n2).await });
+        let (r1, r2) = (r1.await.unwrap(), r2.await.unwrap());
+        let winner = match (&r1, &r2) {
+            (Ok(g), Err(e)) | (Err(e), Ok(g)) => {
+                assert_eq!(e.errno, libc::EEXIST, "{name}: the loser gets EEXIST: {e}");
+                *g
+            }
+            other => panic!("{name}: exactly one O_EXCL create succeeds: {other:?}"),
+        };
+        wins[usize::from(r1.is_err())] += 1;
+        for d in &set.dirs {
+            assert_eq!(
+                xattr(&d.join(&name), "trusted.cairn.gfid"),
+                Some(winner.0.to_vec()),
+                "{name} on {}",
+                d.display()
+            );
+        }
+    }
+    assert_eq!(wins[0] + wins[1], 40);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_replaces_a_stale_name_a_returning_brick_kept() {
+    let mut set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    let old = put(top, Gfid::ROOT, "reused", b"old image").await.unwrap();
+    set.bricks[2].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    top.unlink(&cx(), Loc::entry(Gfid::ROOT, "reused"), Xdata::new())
+        .await
+        .unwrap();
+    set.bricks[2].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    // Brick 2 still has the old file; a new one of the same name wins everywhere.
+    assert!(set.dirs[2].join("reused").exists());
+    let new = put(top, Gfid::ROOT, "reused", b"new image").await.unwrap();
+    assert_ne!(new, old);
+    for d in &set.dirs {
+        assert_eq!(
+            xattr(&d.join("reused"), "trusted.cairn.gfid"),
+            Some(new.0.to_vec()),
+            "{}",
+            d.display()
+        );
+        assert_eq!(fs::read(d.join("reused")).unwrap(), b"new image");
+    }
+    g.stop().await;
+}
+
+/// A client whose requests to brick `slow` wait `ms` first (a `debug/delay-gen` under the
+/// name replicate knows the brick by, so blame keys stay the same).
+async fn client_slow_on(set: &Set, slow: usize, ms: u64) -> Graph {
+    let proto = format!("test-proto-{slow}");
+    let vf = set.volfile.replacen(
+        &format!("  - name: test-client-{slow}\n"),
+        &format!(
+            "  - name: test-client-{slow}\n    type: debug/delay-gen\n    options:\n      delay-duration: {ms}ms\n    subvolumes: [{proto}]\n  - name: {proto}\n"
+        ),
+        1,
+    );
+    let vf = cairn_volfiles::parse(&vf).unwrap();
+    let g = Graph::from_volfile(&vf, &Registry::builtin()).unwrap();
+    g.start().await.unwrap();
+    wait_for(Duration::from_secs(10), || g.top().is_up()).await;
+    g
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_that_reach_the_bricks_in_opposite_orders_still_agree() {
+    let set = start_set();
+    // Client a is slow to brick 0, client b to brick 2: on brick 0 b's create lands first,
+    // on brick 2 a's. Neither may keep its own gfid on some bricks only.
+    let a = client_slow_on(&set, 0, 150).await;
+    let b = client_slow_on(&set, 2, 150).await;
+    for (i, exclusive) in [(0, false), (1, true), (2, false), (3, true)] {
+        let name = format!("crossed-{i}");
+        let (ta, tb) = (Arc::clone(a.top()), Arc::clone(b.top()));
+        let (n1, n2) = (name.clone(), name.clone());
+        let (r1, r2) = if exclusive {
+            let r1 = tokio::spawn(async move { create_excl(&ta, Gfid::ROOT, &n1).await });
+            let r2 = tokio::spawn(async move { create_excl(&tb, Gfid::ROOT, &n2).await });
+            (r1.await.unwrap(), r2.await.unwrap())
+        } else {
+            let r1 = tokio::spawn(async move { put(&ta, Gfid::ROOT, &n1, b"from a").await });
+            let r2 = tokio::spawn(async move { put(&tb, Gfid::ROOT, &n2, b"from b").await });
+            (r1.await.unwrap(), r2.await.unwrap())
+        };
+        if exclusive {
+            assert!(
+                r1.is_ok() != r2.is_ok(),
+                "{name}: one O_EXCL create wins: {r1:?} {r2:?}"
+            );
+        } else {
+            let (g1, g2) = (r1.unwrap(), r2.unwrap());
+            let _ = (g1, g2);
+        }
+        let gfids: Vec<Option<Vec<u8>>> = set
+            .dirs
+            .iter()
+            .map(|d| xattr(&d.join(&name), "trusted.cairn.gfid"))
+            .collect();
+        assert!(gfids[0].is_some(), "{name} exists");
+        assert!(
+            gfids.iter().all(|g| *g == gfids[0]),
+            "{name}: bricks disagree on the gfid: {gfids:?}"
+        );
+        let copies: Vec<Vec<u8>> = set
+            .dirs
+            .iter()
+            .map(|d| fs::read(d.join(&name)).unwrap())
+            .collect();
+        assert!(
+            copies.iter().all(|c| *c == copies[0]),
+            "{name}: copies differ: {copies:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
 }

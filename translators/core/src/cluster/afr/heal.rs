@@ -326,6 +326,31 @@ impl Afr {
         if up.len() < 2 {
             return Err(FopError::not_connected("heal needs at least two bricks up"));
         }
+        // Every up brick has it and no counter is set: nothing to do, no lock needed (an
+        // index entry healed meanwhile, for example by its directory's heal).
+        let quiet = |c: &Copy| c.dirty == [0; 3] && c.blame.values().all(|v| *v == [0; 3]);
+        if up.iter().all(|i| probe.get(i).is_some_and(quiet)) {
+            // A no-op change of the counters lets each brick's index drop a stale entry.
+            for &i in &up {
+                let mut x = Xdata::new();
+                x.set(XATTR_DIRTY, vec![0u8; 24]);
+                if let Ok(child) = self.child_ref(i) {
+                    let _ = child
+                        .xattrop(
+                            &cx,
+                            Target::Loc(Loc::inode(gfid)),
+                            XattropOp::AddArray64Floor,
+                            x,
+                            Xdata::new(),
+                        )
+                        .await;
+                }
+            }
+            return Ok(HealReport {
+                clean: true,
+                ..HealReport::default()
+            });
+        }
         // Lock like a writer, in brick order, waiting.
         let owner = txn::new_owner();
         let lcx = txn::with_owner(&cx, owner);
@@ -818,17 +843,32 @@ impl Afr {
                 dst.symlink(&owner, target, loc, 0, Xdata::new()).await?;
             }
             FileKind::File => {
+                // Under the file's own lock (when free) the copy is exact, so the blame its
+                // other copies hold against the sink can be settled here and the file is
+                // not copied a second time by its own index entry.
+                let guard = self.try_lock_file(cx, e.gfid, sink).await;
+                let before = match &guard {
+                    Some(_) => Some(self.survey(cx, &Loc::inode(e.gfid)).await),
+                    None => None,
+                };
                 let wfd = Fd::new(e.gfid, libc::O_WRONLY);
-                dst.create(
-                    &owner,
-                    loc,
-                    libc::O_WRONLY | libc::O_EXCL,
-                    ia.perm,
-                    0,
-                    wfd.clone(),
-                    Xdata::new(),
-                )
-                .await?;
+                let made = dst
+                    .create(
+                        &owner,
+                        loc,
+                        libc::O_WRONLY | libc::O_EXCL,
+                        ia.perm,
+                        0,
+                        wfd.clone(),
+                        Xdata::new(),
+                    )
+                    .await;
+                if let Err(err) = made {
+                    if let Some(g) = guard {
+                        self.unlock_file(cx, e.gfid, g).await;
+                    }
+                    return Err(err);
+                }
                 let rfd = Fd::new(e.gfid, libc::O_RDONLY);
                 let copied = match src
                     .open(
@@ -848,8 +888,22 @@ impl Afr {
                     Err(e) => Err(e),
                 };
                 let _ = dst.release(cx, wfd).await;
-                report.bytes += copied?;
+                let copied = match copied {
+                    Ok(n) => n,
+                    Err(err) => {
+                        if let Some(g) = guard {
+                            self.unlock_file(cx, e.gfid, g).await;
+                        }
+                        return Err(err);
+                    }
+                };
+                report.bytes += copied;
                 report.data += 1;
+                if let (Some(g), Some(before)) = (guard, before) {
+                    self.settle_new_copy(cx, e.gfid, &before, source, sink, ia)
+                        .await;
+                    self.unlock_file(cx, e.gfid, g).await;
+                }
             }
             other => {
                 dst.mknod(
@@ -876,6 +930,123 @@ impl Afr {
         let _ = self.heal_metadata(cx, e.gfid, &copies, source, sink).await;
         report.entries += 1;
         Ok(())
+    }
+
+    /// Takes the inode lock of `gfid` on every up child but `sink` (which has no copy yet),
+    /// without waiting: `None` when a writer holds it somewhere.
+    async fn try_lock_file(&self, cx: &Cx, gfid: Gfid, sink: usize) -> Option<(Cx, Vec<usize>)> {
+        let lcx = txn::with_owner(cx, txn::new_owner());
+        let targets: Vec<usize> = self
+            .up_children()
+            .into_iter()
+            .filter(|&i| i != sink)
+            .collect();
+        let got = futures::future::join_all(targets.iter().map(|&i| {
+            let lcx = &lcx;
+            async move {
+                let ok = match self.children.get(i) {
+                    Some(c) => c
+                        .inodelk(
+                            lcx,
+                            DOMAIN.into(),
+                            Target::Loc(Loc::inode(gfid)),
+                            LockWait::NoWait,
+                            Flock::whole(LockType::Write),
+                            Xdata::new(),
+                        )
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                (i, ok)
+            }
+        }))
+        .await;
+        let locked: Vec<usize> = got.iter().filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
+        if locked.len() == targets.len() {
+            Some((lcx, locked))
+        } else {
+            self.unlock_file(cx, gfid, (lcx, locked)).await;
+            None
+        }
+    }
+
+    async fn unlock_file(&self, _cx: &Cx, gfid: Gfid, (lcx, locked): (Cx, Vec<usize>)) {
+        futures::future::join_all(locked.iter().map(|&i| {
+            let lcx = &lcx;
+            async move {
+                if let Some(c) = self.children.get(i) {
+                    let _ = c
+                        .inodelk(
+                            lcx,
+                            DOMAIN.into(),
+                            Target::Loc(Loc::inode(gfid)),
+                            LockWait::NoWait,
+                            Flock::whole(LockType::Unlock),
+                            Xdata::new(),
+                        )
+                        .await;
+                }
+            }
+        }))
+        .await;
+    }
+
+    /// After an exact copy of file `gfid` from `source` to `sink` under the file's lock:
+    /// if `source` was a good copy for data and metadata (`before`, seen under the lock),
+    /// the blame the other copies held against `sink` is settled.
+    async fn settle_new_copy(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        before: &HashMap<usize, Copy>,
+        source: usize,
+        sink: usize,
+        copied: &Iatt,
+    ) {
+        let Some(src) = before.get(&source) else {
+            return;
+        };
+        // The source must be a source for both kinds, and unchanged since it was listed.
+        if src.iatt.size != copied.size || src.iatt.mtime != copied.mtime {
+            return;
+        }
+        for kind in [DATA, METADATA] {
+            let (sources, _) = self.judge_kind(before, kind);
+            if !sources.contains(&source) {
+                return;
+            }
+        }
+        let Some(name) = self.names.get(sink) else {
+            return;
+        };
+        let key = pending_key(name);
+        for (i, c) in before {
+            let Some(v) = c.blame.get(&sink) else {
+                continue;
+            };
+            if v[0] <= 0 && v[1] <= 0 {
+                continue;
+            }
+            let mut raw = Vec::with_capacity(24);
+            for (k, n) in v.iter().enumerate() {
+                let sub = if k < 2 { -(*n).max(0) } else { 0 };
+                raw.extend_from_slice(&sub.to_be_bytes());
+            }
+            let mut x = Xdata::new();
+            x.set(key.clone(), raw);
+            if let Some(child) = self.children.get(*i) {
+                let _ = child
+                    .xattrop(
+                        cx,
+                        Target::Loc(Loc::inode(gfid)),
+                        XattropOp::AddArray64Floor,
+                        x,
+                        Xdata::new(),
+                    )
+                    .await;
+            }
+        }
     }
 
     /// Full heal of one directory: every name some brick has and another lacks is created
