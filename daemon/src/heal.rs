@@ -35,6 +35,9 @@ pub const STALE_DIRTY: Duration = Duration::from_secs(60);
 /// How often a worker checks whether a brick came back.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How soon entries left by a pass are tried again (with every brick up).
+const RETRY: Duration = Duration::from_secs(5);
+
 /// One volume's worker on this node.
 pub struct Worker {
     volume: String,
@@ -291,12 +294,14 @@ impl Daemon {
             last_up = up;
             let full = w.full.swap(false, Ordering::SeqCst) | self.heal.take_full(&w.volume);
             let due = last_pass.elapsed() >= interval;
-            let has_work = self.local_pending(&v) > 0;
-            if !(full
-                || due
-                || came_back
-                || (has_work && last_pass.elapsed() >= Duration::from_secs(5)))
-            {
+            // Leftovers are retried soon only when every brick is up: with a brick down,
+            // most entries wait for that brick, and its return starts a pass anyway.
+            let all_up = afrs
+                .iter()
+                .zip(&last_up)
+                .all(|(a, up)| up.len() == a.child_names().len());
+            let has_work = all_up && self.local_pending(&v) > 0;
+            if !(full || due || came_back || (has_work && last_pass.elapsed() >= RETRY)) {
                 continue;
             }
             last_pass = Instant::now();

@@ -1029,3 +1029,75 @@ async fn creates_that_reach_the_bricks_in_opposite_orders_still_agree() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heal_gives_a_returning_arbiter_names_and_metadata_only() {
+    let mut set = start_set();
+    set.volfile = set.volfile.replacen(
+        "      eager-lock-idle: 200ms\n",
+        "      arbiter-count: 1\n      eager-lock-idle: 200ms\n",
+        1,
+    );
+    let g = client(&set).await;
+    let top = g.top();
+    set.bricks[2].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    let series = top
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series").with_gfid(Gfid::random()),
+            0o750,
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    for i in 0..4 {
+        put(
+            top,
+            series.iatt.gfid,
+            &format!("IM{i}.dcm"),
+            &pattern(57 * 1024, i),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set.bricks[2].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let report = heal_indexed(&set, afr).await;
+    assert_eq!(report.bytes, 0, "no contents reach the arbiter");
+    for i in 0..4 {
+        let name = format!("series/IM{i}.dcm");
+        let arb = set.dirs[2].join(&name);
+        assert_eq!(
+            fs::metadata(&arb).unwrap().len(),
+            0,
+            "{name} on the arbiter"
+        );
+        assert_eq!(
+            xattr(&arb, "trusted.cairn.gfid"),
+            xattr(&set.dirs[0].join(&name), "trusted.cairn.gfid")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&arb).unwrap().permissions().mode() & 0o7777,
+            fs::metadata(set.dirs[0].join(&name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        );
+    }
+    for d in &set.dirs {
+        assert_eq!(index_entries(d), 0, "index of {}", d.display());
+    }
+    g.stop().await;
+}
