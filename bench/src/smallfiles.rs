@@ -4,7 +4,8 @@
 //! Phases, each timed: ingest (P writers create+write+close N files of SIZE bytes spread over
 //! P series directories), cold read (the page cache dropped first, every byte verified), list
 //! (readdir + lstat of every entry, like `ls -l`), delete. Prints a table, and JSON with
-//! `--json`.
+//! `--json`. `--phases` picks phases (a later run can read what an earlier one ingested and
+//! kept with `--keep`).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -38,6 +39,20 @@ struct Args {
     /// Do not drop the page cache before reading (needs root otherwise).
     #[arg(long)]
     warm: bool,
+    /// Phases to run, in order, comma-separated: ingest, read, list, delete.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,read,list,delete")]
+    phases: Vec<PhaseName>,
+    /// Leave the files in place at the end (for a heal benchmark, say).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PhaseName {
+    Ingest,
+    Read,
+    List,
+    Delete,
 }
 
 fn content(i: usize, size: usize) -> Vec<u8> {
@@ -91,7 +106,8 @@ struct Phase {
 
 fn run(args: &Args) -> Result<Vec<Phase>, String> {
     let base = args.root.join("smallfiles-bench");
-    if base.exists() {
+    let wants = |p: PhaseName| args.phases.contains(&p);
+    if base.exists() && wants(PhaseName::Ingest) {
         fs::remove_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     }
     for t in 0..args.threads {
@@ -101,19 +117,36 @@ fn run(args: &Args) -> Result<Vec<Phase>, String> {
     let templates: Vec<Vec<u8>> = (0..args.threads).map(|t| content(t, args.size)).collect();
     let mut phases = Vec::new();
 
-    let secs = parallel(args.files, args.threads, |i| {
-        let p = file_path(&base, i, args.threads);
-        let mut f = File::create(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
-        f.write_all(&templates[i % args.threads])
-            .map_err(|e| format!("write {}: {e}", p.display()))
-    })?;
-    phases.push(Phase {
-        name: "ingest",
-        secs,
-        ops: args.files,
-        bytes: args.files * args.size,
-    });
+    if wants(PhaseName::Ingest) {
+        let secs = parallel(args.files, args.threads, |i| {
+            let p = file_path(&base, i, args.threads);
+            let mut f = File::create(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
+            f.write_all(&templates[i % args.threads])
+                .map_err(|e| format!("write {}: {e}", p.display()))
+        })?;
+        phases.push(Phase {
+            name: "ingest",
+            secs,
+            ops: args.files,
+            bytes: args.files * args.size,
+        });
+    }
+    if wants(PhaseName::Read) {
+        phases.push(read(args, &base, &templates)?);
+    }
+    if wants(PhaseName::List) {
+        phases.push(list(args, &base)?);
+    }
+    if wants(PhaseName::Delete) {
+        phases.push(delete(args, &base)?);
+    }
+    if !args.keep {
+        let _ = fs::remove_dir_all(&base);
+    }
+    Ok(phases)
+}
 
+fn read(args: &Args, base: &Path, templates: &[Vec<u8>]) -> Result<Phase, String> {
     if !args.warm {
         // Flush dirty data, then drop clean pages, dentries and inodes: the reads are cold.
         let _ = std::process::Command::new("sync").status();
@@ -122,7 +155,7 @@ fn run(args: &Args) -> Result<Vec<Phase>, String> {
     }
     let sums: Vec<u32> = templates.iter().map(|t| crc32fast::hash(t)).collect();
     let secs = parallel(args.files, args.threads, |i| {
-        let p = file_path(&base, i, args.threads);
+        let p = file_path(base, i, args.threads);
         let mut buf = Vec::with_capacity(args.size);
         File::open(&p)
             .and_then(|mut f| f.read_to_end(&mut buf))
@@ -135,13 +168,15 @@ fn run(args: &Args) -> Result<Vec<Phase>, String> {
         }
         Ok(())
     })?;
-    phases.push(Phase {
+    Ok(Phase {
         name: "read",
         secs,
         ops: args.files,
         bytes: args.files * args.size,
-    });
+    })
+}
 
+fn list(args: &Args, base: &Path) -> Result<Phase, String> {
     if !args.warm {
         let _ = fs::write("/proc/sys/vm/drop_caches", "3");
     }
@@ -153,25 +188,25 @@ fn run(args: &Args) -> Result<Vec<Phase>, String> {
         }
         Ok(())
     })?;
-    phases.push(Phase {
+    Ok(Phase {
         name: "list",
         secs,
         ops: args.files,
         bytes: 0,
-    });
+    })
+}
 
+fn delete(args: &Args, base: &Path) -> Result<Phase, String> {
     let secs = parallel(args.files, args.threads, |i| {
-        let p = file_path(&base, i, args.threads);
+        let p = file_path(base, i, args.threads);
         fs::remove_file(&p).map_err(|e| format!("unlink {}: {e}", p.display()))
     })?;
-    phases.push(Phase {
+    Ok(Phase {
         name: "delete",
         secs,
         ops: args.files,
         bytes: 0,
-    });
-    fs::remove_dir_all(&base).map_err(|e| e.to_string())?;
-    Ok(phases)
+    })
 }
 
 fn main() -> ExitCode {
