@@ -3,12 +3,20 @@
 //! A new object is created at its path, then given its gfid (chosen by the client, so every
 //! replica agrees), its owner, and its handle. If any step after the first fails, the
 //! object is removed again: a brick never keeps a half-made entry that clients can see.
+//!
+//! Two xdata keys serve `cluster/distribute` (see [`cairn_translators::types`]):
+//! - [`SETXATTR_ON_CREATE`] keys on mkdir, mknod, create and symlink name xattrs (under
+//!   `trusted.cairn.dht.` only) that the new object gets before the reply;
+//! - [`LAYOUT_GEN_KEY`] on every fop that makes a name (mkdir, mknod, create, symlink, link,
+//!   rename) carries the layout generation the caller placed the name by; when the parent
+//!   directory's stored layout is newer, the fop fails with ESTALE before changing anything.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use cairn_translators::types::{LAYOUT_GEN_KEY, SETXATTR_ON_CREATE, lookup_prefixes};
 use cairn_translators::{Cx, Entry, FileKind, FopError, FopResult, Gfid, Loc, Xdata};
 use rustix::fs::{Mode, OFlags};
 
@@ -17,6 +25,56 @@ use super::store::{
     Store, chown_new, iatt, io_error, lstat, new_owner, read_gfid, read_gfid_fd, sys_error,
 };
 use crate::layout::XATTR_GFID;
+
+/// Distribute's layout xattr on directories: `[1][flags][generation u32 BE][start u32 BE]
+/// [end u32 BE]` (14 bytes). Posix reads only the version and the generation.
+pub const XATTR_DHT_LAYOUT: &str = "trusted.cairn.dht.layout";
+
+/// The only xattr names a [`SETXATTR_ON_CREATE`] key may set start with this.
+const CREATE_XATTR_NAMESPACE: &str = "trusted.cairn.dht.";
+
+/// The xattrs `xdata` asks a new object to get ([`SETXATTR_ON_CREATE`] keys), checked before
+/// anything is created: a name outside [`CREATE_XATTR_NAMESPACE`] is EINVAL.
+fn create_xattrs(xdata: &Xdata) -> FopResult<Vec<(&str, &[u8])>> {
+    let mut out = Vec::new();
+    for (key, value) in xdata.iter() {
+        let Some(name) = key.strip_prefix(SETXATTR_ON_CREATE) else {
+            continue;
+        };
+        match name.strip_prefix(CREATE_XATTR_NAMESPACE) {
+            Some(rest) if !rest.is_empty() && !name.contains('\0') => {
+                out.push((name, value.as_slice()));
+            }
+            _ => {
+                return Err(FopError::invalid(format!(
+                    "xdata key {key:?}: only xattrs under {CREATE_XATTR_NAMESPACE:?} can be \
+                     set when an object is created"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The layout generation `xdata` carries ([`LAYOUT_GEN_KEY`]), if any.
+fn expected_layout_gen(xdata: &Xdata) -> FopResult<Option<u32>> {
+    let Some(raw) = xdata.get(LAYOUT_GEN_KEY) else {
+        return Ok(None);
+    };
+    let raw = <[u8; 4]>::try_from(raw).map_err(|_| {
+        FopError::invalid(format!(
+            "xdata key {LAYOUT_GEN_KEY}: {} bytes, expected a 4-byte big-endian generation",
+            raw.len()
+        ))
+    })?;
+    Ok(Some(u32::from_be_bytes(raw)))
+}
+
+/// Umask applies to the permission bits only (as in the kernel): set-id and sticky bits
+/// pass whatever the client's umask.
+fn apply_umask(mode: u32, umask: u32) -> u32 {
+    mode & !(umask & 0o777) & 0o7777
+}
 
 /// The parent, name and gfid of a location that names a new object.
 fn new_entry(loc: &Loc) -> FopResult<(Gfid, &str, Gfid)> {
@@ -44,14 +102,12 @@ impl Store {
             }
         })?;
         let mut reply = Xdata::new();
-        if let Some(prefix) = xdata
-            .get(cairn_translators::types::LOOKUP_XATTR_PREFIX)
-            .and_then(|p| std::str::from_utf8(p).ok())
-        {
+        let prefixes = lookup_prefixes(xdata);
+        if !prefixes.is_empty() {
             for (k, v) in self
                 .getxattr_path(&path)?
                 .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
+                .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
             {
                 reply.set(k.clone(), v.clone());
             }
@@ -59,7 +115,59 @@ impl Store {
         Ok(Entry { iatt, xdata: reply })
     }
 
-    /// Gives a freshly created object its gfid, owner and handle; removes it on failure.
+    /// Fails with ESTALE when `xdata` carries a layout generation ([`LAYOUT_GEN_KEY`]) older
+    /// than the one stored on directory `parent` ([`XATTR_DHT_LAYOUT`]). No key, or no stored
+    /// layout: nothing to check.
+    fn check_layout_gen(&self, parent: Gfid, xdata: &Xdata) -> FopResult<()> {
+        let Some(expected) = expected_layout_gen(xdata)? else {
+            return Ok(());
+        };
+        let path = self.dir_path(parent)?;
+        let mut buf = [0u8; 64];
+        let raw = match rustix::fs::lgetxattr(&path, XATTR_DHT_LAYOUT, &mut buf) {
+            Ok(n) => buf.get(..n).unwrap_or_default(),
+            Err(rustix::io::Errno::NODATA) => return Ok(()),
+            Err(rustix::io::Errno::RANGE) => {
+                return Err(FopError::eio(format!(
+                    "{}: malformed {XATTR_DHT_LAYOUT} xattr (longer than {} bytes)",
+                    path.display(),
+                    buf.len()
+                )));
+            }
+            Err(e) => {
+                return Err(sys_error(
+                    e,
+                    &format!("get xattr {XATTR_DHT_LAYOUT} of"),
+                    &path,
+                ));
+            }
+        };
+        let stored = match raw {
+            [1, _, g0, g1, g2, g3, ..] => u32::from_be_bytes([*g0, *g1, *g2, *g3]),
+            _ => {
+                return Err(FopError::eio(format!(
+                    "{}: malformed {XATTR_DHT_LAYOUT} xattr ({} bytes, format {:?})",
+                    path.display(),
+                    raw.len(),
+                    raw.first()
+                )));
+            }
+        };
+        if stored > expected {
+            return Err(FopError::new(
+                libc::ESTALE,
+                format!(
+                    "the layout of directory {parent} changed (generation {stored}, client has \
+                     {expected}): refresh it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives a freshly created object its gfid, the xattrs asked for at creation, owner and
+    /// handle; removes it on failure.
+    #[allow(clippy::too_many_arguments)]
     fn finish_new(
         &self,
         cx: &Cx,
@@ -69,10 +177,15 @@ impl Store {
         gfid: Gfid,
         mode: u32,
         is_dir: bool,
+        xattrs: &[(&str, &[u8])],
     ) -> FopResult<Entry> {
         let result = (|| {
             let pmeta = self.parent_meta(parent)?;
             self.set_gfid(path, gfid)?;
+            for (xname, value) in xattrs {
+                rustix::fs::lsetxattr(path, *xname, value, rustix::fs::XattrFlags::empty())
+                    .map_err(|e| sys_error(e, &format!("set xattr {xname} of"), path))?;
+            }
             if cx.uid != 0 || cx.gid != 0 || pmeta.mode() & libc::S_ISGID != 0 {
                 chown_new(path, new_owner(&pmeta, cx.uid, cx.gid), mode)?;
             }
@@ -95,15 +208,24 @@ impl Store {
         }
     }
 
-    pub(crate) fn mkdir(&self, cx: &Cx, loc: &Loc, mode: u32, umask: u32) -> FopResult<Entry> {
+    pub(crate) fn mkdir(
+        &self,
+        cx: &Cx,
+        loc: &Loc,
+        mode: u32,
+        umask: u32,
+        xdata: &Xdata,
+    ) -> FopResult<Entry> {
         let (parent, name, gfid) = new_entry(loc)?;
         let path = self.entry_path(parent, name)?;
-        let mode = mode & !umask & 0o7777;
+        let xattrs = create_xattrs(xdata)?;
+        self.check_layout_gen(parent, xdata)?;
+        let mode = apply_umask(mode, umask);
         fs::DirBuilder::new()
             .mode(mode)
             .create(&path)
             .map_err(|e| io_error(&e, "mkdir", &path))?;
-        self.finish_new(cx, &path, parent, name, gfid, mode, true)
+        self.finish_new(cx, &path, parent, name, gfid, mode, true, &xattrs)
     }
 
     pub(crate) fn mknod(
@@ -113,6 +235,7 @@ impl Store {
         mode: u32,
         rdev: u64,
         umask: u32,
+        xdata: &Xdata,
     ) -> FopResult<Entry> {
         let (parent, name, gfid) = new_entry(loc)?;
         let path = self.entry_path(parent, name)?;
@@ -122,7 +245,9 @@ impl Store {
                 "mknod cannot make directories or symlinks",
             ));
         }
-        let perm = mode & !umask & 0o7777;
+        let xattrs = create_xattrs(xdata)?;
+        self.check_layout_gen(parent, xdata)?;
+        let perm = apply_umask(mode, umask);
         let file_type = rustix::fs::FileType::from_raw_mode(kind.mode_bits());
         rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -132,20 +257,29 @@ impl Store {
             rdev,
         )
         .map_err(|e| sys_error(e, "mknod", &path))?;
-        self.finish_new(cx, &path, parent, name, gfid, perm, false)
+        self.finish_new(cx, &path, parent, name, gfid, perm, false, &xattrs)
     }
 
-    pub(crate) fn symlink(&self, cx: &Cx, target: &str, loc: &Loc) -> FopResult<Entry> {
+    pub(crate) fn symlink(
+        &self,
+        cx: &Cx,
+        target: &str,
+        loc: &Loc,
+        xdata: &Xdata,
+    ) -> FopResult<Entry> {
         let (parent, name, gfid) = new_entry(loc)?;
         let path = self.entry_path(parent, name)?;
         if target.is_empty() || target.contains('\0') {
             return Err(FopError::invalid("invalid symlink target"));
         }
+        let xattrs = create_xattrs(xdata)?;
+        self.check_layout_gen(parent, xdata)?;
         std::os::unix::fs::symlink(target, &path).map_err(|e| io_error(&e, "symlink", &path))?;
-        self.finish_new(cx, &path, parent, name, gfid, 0o777, false)
+        self.finish_new(cx, &path, parent, name, gfid, 0o777, false, &xattrs)
     }
 
-    /// Creates and opens a regular file. Without `O_EXCL` an existing file is opened.
+    /// Creates and opens a regular file. Without `O_EXCL` an existing file is opened (and
+    /// keeps its xattrs: [`SETXATTR_ON_CREATE`] keys apply only to a file this call made).
     pub(crate) fn create(
         &self,
         cx: &Cx,
@@ -153,10 +287,13 @@ impl Store {
         flags: i32,
         mode: u32,
         umask: u32,
+        xdata: &Xdata,
     ) -> FopResult<(Entry, OpenFile)> {
         let (parent, name, gfid) = new_entry(loc)?;
         let path = self.entry_path(parent, name)?;
-        let perm = mode & !umask & 0o7777;
+        let xattrs = create_xattrs(xdata)?;
+        self.check_layout_gen(parent, xdata)?;
+        let perm = apply_umask(mode, umask);
         let exclusive = flags & libc::O_EXCL != 0;
         let oflags = super::data::open_flags(flags)
             | OFlags::CREATE
@@ -191,6 +328,15 @@ impl Store {
                 Ok(()) => {
                     let result = (|| {
                         let pmeta = self.parent_meta(parent)?;
+                        for (xname, value) in &xattrs {
+                            rustix::fs::fsetxattr(
+                                &file,
+                                *xname,
+                                value,
+                                rustix::fs::XattrFlags::empty(),
+                            )
+                            .map_err(|e| sys_error(e, &format!("set xattr {xname} of"), &path))?;
+                        }
                         if cx.uid != 0 || cx.gid != 0 || pmeta.mode() & libc::S_ISGID != 0 {
                             chown_new(&path, new_owner(&pmeta, cx.uid, cx.gid), perm)?;
                         }
@@ -278,11 +424,12 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn rename(&self, old: &Loc, new: &Loc, flags: u32) -> FopResult<()> {
+    pub(crate) fn rename(&self, old: &Loc, new: &Loc, flags: u32, xdata: &Xdata) -> FopResult<()> {
         let (op, on) = old.parent_and_name()?;
         let (np, nn) = new.parent_and_name()?;
         let from = self.entry_path(op, on)?;
         let to = self.entry_path(np, nn)?;
+        self.check_layout_gen(np, xdata)?;
         let from_meta = lstat(&from)?;
         let from_gfid = read_gfid(&from)?;
         // What the destination held, for handle upkeep afterwards.
@@ -311,9 +458,10 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn link(&self, old: &Loc, new: &Loc) -> FopResult<Entry> {
+    pub(crate) fn link(&self, old: &Loc, new: &Loc, xdata: &Xdata) -> FopResult<Entry> {
         let gfid = old.require_gfid()?;
         let (np, nn) = new.parent_and_name()?;
+        self.check_layout_gen(np, xdata)?;
         let src = self.inode_path(gfid)?;
         let meta = lstat(&src)?;
         if meta.is_dir() {

@@ -183,10 +183,10 @@ impl Translator for Posix {
         mode: u32,
         rdev: u64,
         umask: u32,
-        _xdata: Xdata,
+        xdata: Xdata,
     ) -> FopResult<Entry> {
         let cx = cx.clone();
-        self.run(move |s| s.mknod(&cx, &loc, mode, rdev, umask))
+        self.run(move |s| s.mknod(&cx, &loc, mode, rdev, umask, &xdata))
             .await
     }
 
@@ -196,10 +196,11 @@ impl Translator for Posix {
         loc: Loc,
         mode: u32,
         umask: u32,
-        _xdata: Xdata,
+        xdata: Xdata,
     ) -> FopResult<Entry> {
         let cx = cx.clone();
-        self.run(move |s| s.mkdir(&cx, &loc, mode, umask)).await
+        self.run(move |s| s.mkdir(&cx, &loc, mode, umask, &xdata))
+            .await
     }
 
     async fn unlink(&self, _cx: &Cx, loc: Loc, _xdata: Xdata) -> FopResult<()> {
@@ -216,10 +217,11 @@ impl Translator for Posix {
         link_target: String,
         loc: Loc,
         _umask: u32,
-        _xdata: Xdata,
+        xdata: Xdata,
     ) -> FopResult<Entry> {
         let cx = cx.clone();
-        self.run(move |s| s.symlink(&cx, &link_target, &loc)).await
+        self.run(move |s| s.symlink(&cx, &link_target, &loc, &xdata))
+            .await
     }
 
     async fn rename(
@@ -228,13 +230,13 @@ impl Translator for Posix {
         old: Loc,
         new: Loc,
         flags: u32,
-        _xdata: Xdata,
+        xdata: Xdata,
     ) -> FopResult<()> {
-        self.run(move |s| s.rename(&old, &new, flags)).await
+        self.run(move |s| s.rename(&old, &new, flags, &xdata)).await
     }
 
-    async fn link(&self, _cx: &Cx, old: Loc, new: Loc, _xdata: Xdata) -> FopResult<Entry> {
-        self.run(move |s| s.link(&old, &new)).await
+    async fn link(&self, _cx: &Cx, old: Loc, new: Loc, xdata: Xdata) -> FopResult<Entry> {
+        self.run(move |s| s.link(&old, &new, &xdata)).await
     }
 
     async fn create(
@@ -245,11 +247,11 @@ impl Translator for Posix {
         mode: u32,
         umask: u32,
         fd: Fd,
-        _xdata: Xdata,
+        xdata: Xdata,
     ) -> FopResult<Entry> {
         let cx = cx.clone();
         let (entry, file) = self
-            .run(move |s| s.create(&cx, &loc, flags, mode, umask))
+            .run(move |s| s.create(&cx, &loc, flags, mode, umask, &xdata))
             .await?;
         fd.set_ctx(data::CTX, Arc::new(file));
         Ok(entry)

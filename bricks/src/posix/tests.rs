@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cairn_translators::wire::{Batch, Request};
 use cairn_translators::*;
 
-use super::Posix;
+use super::{Posix, entry};
 use crate::layout::{self, Identity};
 
 fn id() -> Identity {
@@ -878,4 +878,499 @@ fn a_brick_refuses_other_volumes_other_bricks_and_non_directories() {
     fs::write(root.join(".cairn/format"), "99\n").unwrap();
     let e = Posix::open("p", root, &id(), false).err().unwrap();
     assert!(e.contains("newer than this release"), "{e}");
+}
+
+fn layout_xattr(generation: u32) -> Vec<u8> {
+    let mut v = vec![1u8, 0];
+    v.extend_from_slice(&generation.to_be_bytes());
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v.extend_from_slice(&u32::MAX.to_be_bytes());
+    v
+}
+
+fn with_gen(generation: &[u8]) -> Xdata {
+    let mut x = Xdata::new();
+    x.set(types::LAYOUT_GEN_KEY, generation.to_vec());
+    x
+}
+
+#[tokio::test]
+async fn lookup_returns_xattrs_of_every_listed_prefix() {
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"").await;
+    let mut x = Xdata::new();
+    x.set("trusted.cairn.afr.vol-client-0", vec![0u8; 24]);
+    x.set("trusted.cairn.dht.linkto", b"vol-replicate-1".to_vec());
+    x.set("user.other", b"no".to_vec());
+    p.setxattr(&cx(), Target::Loc(Loc::inode(g)), x, 0, Xdata::new())
+        .await
+        .unwrap();
+    let mut ask = Xdata::new();
+    types::add_lookup_prefix(&mut ask, "trusted.cairn.dht.");
+    types::add_lookup_prefix(&mut ask, "trusted.cairn.afr.");
+    types::add_lookup_prefix(&mut ask, "trusted.cairn.dht.");
+    assert_eq!(
+        ask.get(types::LOOKUP_XATTR_PREFIX),
+        Some(&b"trusted.cairn.dht.\ntrusted.cairn.afr."[..])
+    );
+    let e = p
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "f"), ask)
+        .await
+        .unwrap();
+    let keys: BTreeSet<&str> = e.xdata.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["trusted.cairn.afr.vol-client-0", "trusted.cairn.dht.linkto"])
+    );
+    assert_eq!(
+        e.xdata.get("trusted.cairn.dht.linkto"),
+        Some(&b"vol-replicate-1"[..])
+    );
+    // One prefix, as replication alone sends it.
+    let mut one = Xdata::new();
+    types::add_lookup_prefix(&mut one, "trusted.cairn.afr.");
+    let e = p.lookup(&cx(), Loc::inode(g), one).await.unwrap();
+    assert_eq!(e.xdata.iter().count(), 1);
+    assert!(e.xdata.contains("trusted.cairn.afr.vol-client-0"));
+    // No key, no xattrs.
+    let e = p.lookup(&cx(), Loc::inode(g), Xdata::new()).await.unwrap();
+    assert!(e.xdata.is_empty());
+}
+
+#[tokio::test]
+async fn xattrs_set_at_creation() {
+    let (dir, p) = brick();
+    let layout = layout_xattr(1);
+    let mut x = Xdata::new();
+    x.set(
+        format!("{}{}", types::SETXATTR_ON_CREATE, entry::XATTR_DHT_LAYOUT),
+        layout.clone(),
+    );
+    let d = Gfid::random();
+    p.mkdir(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "d").with_gfid(d),
+        0o755,
+        0o022,
+        x,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        xattr_of(&dir.path().join("d"), entry::XATTR_DHT_LAYOUT),
+        Some(layout)
+    );
+    let got = p
+        .getxattr(
+            &cx(),
+            Target::Loc(Loc::inode(d)),
+            Some(entry::XATTR_DHT_LAYOUT.into()),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert!(got.contains(entry::XATTR_DHT_LAYOUT));
+
+    // Create and symlink honour the keys too.
+    let mut x = Xdata::new();
+    x.set("cairn.setxattr.trusted.cairn.dht.tag", b"c".to_vec());
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_RDWR);
+    p.create(
+        &cx(),
+        Loc::entry(d, "c").with_gfid(g),
+        libc::O_RDWR | libc::O_EXCL,
+        0o644,
+        0o022,
+        fd.clone(),
+        x.clone(),
+    )
+    .await
+    .unwrap();
+    p.release(&cx(), fd).await.unwrap();
+    assert_eq!(
+        xattr_of(&dir.path().join("d/c"), "trusted.cairn.dht.tag"),
+        Some(b"c".to_vec())
+    );
+    p.symlink(
+        &cx(),
+        "c".into(),
+        Loc::entry(d, "s").with_gfid(Gfid::random()),
+        0,
+        x,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        xattr_of(&dir.path().join("d/s"), "trusted.cairn.dht.tag"),
+        Some(b"c".to_vec())
+    );
+
+    // Names outside trusted.cairn.dht. are refused before anything is made.
+    for key in [
+        "cairn.setxattr.user.x",
+        "cairn.setxattr.trusted.cairn.gfid",
+        "cairn.setxattr.trusted.cairn.dht.",
+    ] {
+        let mut bad = Xdata::new();
+        bad.set(key, b"1".to_vec());
+        let e = p
+            .mkdir(
+                &cx(),
+                Loc::entry(Gfid::ROOT, "refused").with_gfid(Gfid::random()),
+                0o755,
+                0o022,
+                bad.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL, "{key}: {e}");
+        assert!(e.msg.contains(key), "{e}");
+        let e = p
+            .mknod(
+                &cx(),
+                Loc::entry(Gfid::ROOT, "refused").with_gfid(Gfid::random()),
+                libc::S_IFREG | 0o644,
+                0,
+                0,
+                bad.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL, "{key}: {e}");
+        let e = p
+            .create(
+                &cx(),
+                Loc::entry(Gfid::ROOT, "refused").with_gfid(Gfid::random()),
+                libc::O_RDWR,
+                0o644,
+                0o022,
+                Fd::new(Gfid::random(), libc::O_RDWR),
+                bad,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL, "{key}: {e}");
+        assert!(!dir.path().join("refused").exists());
+    }
+
+    // A value the filesystem refuses (over the 64 KiB xattr limit): the new object goes.
+    let mut huge = Xdata::new();
+    huge.set("cairn.setxattr.trusted.cairn.dht.big", vec![7u8; 70_000]);
+    let handles_before = handle_count(dir.path());
+    let e = p
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "big").with_gfid(Gfid::random()),
+            0o755,
+            0o022,
+            huge.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.msg.contains("trusted.cairn.dht.big"), "{e}");
+    assert!(!dir.path().join("big").exists());
+    let e = p
+        .create(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "big").with_gfid(Gfid::random()),
+            libc::O_RDWR,
+            0o644,
+            0o022,
+            Fd::new(Gfid::random(), libc::O_RDWR),
+            huge,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.msg.contains("trusted.cairn.dht.big"), "{e}");
+    assert!(!dir.path().join("big").exists());
+    assert_eq!(handle_count(dir.path()), handles_before);
+}
+
+fn xattr_of(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    let n = rustix::fs::lgetxattr(path, name, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn handle_count(root: &Path) -> usize {
+    fn walk(p: &Path) -> usize {
+        fs::read_dir(p)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let ft = e.file_type().unwrap();
+                        if ft.is_dir() { walk(&e.path()) } else { 1 }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&layout::handles_dir(root)) + walk(&layout::dirs_dir(root))
+}
+
+#[tokio::test]
+async fn mknod_makes_sticky_linkto_files() {
+    let (dir, p) = brick();
+    let g = Gfid::random();
+    let mut x = Xdata::new();
+    x.set(
+        "cairn.setxattr.trusted.cairn.dht.linkto",
+        b"vol-replicate-1".to_vec(),
+    );
+    let e = p
+        .mknod(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "pointer").with_gfid(g),
+            libc::S_IFREG | 0o1000,
+            0,
+            0,
+            x,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, g);
+    assert_eq!(e.iatt.kind, FileKind::File);
+    assert_eq!(e.iatt.perm, 0o1000);
+    assert_eq!(e.iatt.size, 0);
+    let meta = fs::symlink_metadata(dir.path().join("pointer")).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.mode() & 0o7777, 0o1000);
+    assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    assert_eq!(
+        xattr_of(&dir.path().join("pointer"), "trusted.cairn.dht.linkto"),
+        Some(b"vol-replicate-1".to_vec())
+    );
+    // Reachable by gfid, like any file.
+    let st = p
+        .stat(&cx(), Target::Loc(Loc::inode(g)), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(st.perm, 0o1000);
+    // A umask never strips the sticky bit (it covers the permission bits only).
+    let e = p
+        .mknod(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "pointer2").with_gfid(Gfid::random()),
+            libc::S_IFREG | 0o1000,
+            0,
+            0o7777,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.perm, 0o1000);
+}
+
+#[tokio::test]
+async fn stale_layouts_refuse_new_names() {
+    let (dir, p) = brick();
+    let d = mkdir(&p, Gfid::ROOT, "d").await;
+    let mut x = Xdata::new();
+    x.set(entry::XATTR_DHT_LAYOUT, layout_xattr(3));
+    p.setxattr(&cx(), Target::Loc(Loc::inode(d)), x, 0, Xdata::new())
+        .await
+        .unwrap();
+    let src = mkfile(&p, Gfid::ROOT, "src", b"x").await;
+    let listing = || {
+        let mut v: Vec<String> = fs::read_dir(dir.path().join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // Every way of making a name, with generation 2 against the stored 3.
+    let old = with_gen(&2u32.to_be_bytes());
+    let mut errors = Vec::new();
+    errors.push(
+        p.mkdir(&cx(), Loc::entry(d, "n1"), 0o755, 0o022, old.clone())
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        p.mknod(
+            &cx(),
+            Loc::entry(d, "n2"),
+            libc::S_IFREG | 0o1000,
+            0,
+            0,
+            old.clone(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    errors.push(
+        p.create(
+            &cx(),
+            Loc::entry(d, "n3"),
+            libc::O_RDWR,
+            0o644,
+            0o022,
+            Fd::new(Gfid::random(), libc::O_RDWR),
+            old.clone(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    errors.push(
+        p.symlink(&cx(), "t".into(), Loc::entry(d, "n4"), 0, old.clone())
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        p.link(&cx(), Loc::inode(src), Loc::entry(d, "n5"), old.clone())
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        p.rename(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "src"),
+            Loc::entry(d, "n6"),
+            0,
+            old.clone(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    for e in &errors {
+        assert_eq!(e.errno, libc::ESTALE, "{e}");
+        assert!(
+            e.msg.contains(&d.to_string())
+                && e.msg.contains("generation 3")
+                && e.msg.contains("client has 2"),
+            "{e}"
+        );
+    }
+    assert!(listing().is_empty(), "{:?}", listing());
+    assert!(dir.path().join("src").exists());
+
+    // Renaming out of the directory is checked against the new parent only.
+    let inside = mkfile(&p, d, "inside", b"").await;
+    p.rename(
+        &cx(),
+        Loc::entry(d, "inside"),
+        Loc::entry(Gfid::ROOT, "moved-out"),
+        0,
+        old.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(dir.path().join("moved-out").exists());
+    let _ = inside;
+
+    // Current or newer generations, and no key at all, go through.
+    for (name, x) in [
+        ("same", with_gen(&3u32.to_be_bytes())),
+        ("newer", with_gen(&4u32.to_be_bytes())),
+        ("none", Xdata::new()),
+    ] {
+        p.mkdir(
+            &cx(),
+            Loc::entry(d, format!("{name}-dir")),
+            0o755,
+            0o022,
+            x.clone(),
+        )
+        .await
+        .unwrap();
+        p.mknod(
+            &cx(),
+            Loc::entry(d, format!("{name}-node")),
+            libc::S_IFREG | 0o644,
+            0,
+            0,
+            x.clone(),
+        )
+        .await
+        .unwrap();
+        let fd = Fd::new(Gfid::random(), libc::O_RDWR);
+        p.create(
+            &cx(),
+            Loc::entry(d, format!("{name}-file")),
+            libc::O_RDWR,
+            0o644,
+            0o022,
+            fd.clone(),
+            x.clone(),
+        )
+        .await
+        .unwrap();
+        p.release(&cx(), fd).await.unwrap();
+        p.symlink(
+            &cx(),
+            "t".into(),
+            Loc::entry(d, format!("{name}-sym")),
+            0,
+            x.clone(),
+        )
+        .await
+        .unwrap();
+        p.link(
+            &cx(),
+            Loc::inode(src),
+            Loc::entry(d, format!("{name}-link")),
+            x.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    p.rename(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "src"),
+        Loc::entry(d, "renamed"),
+        0,
+        with_gen(&3u32.to_be_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listing().len(), 16);
+
+    // A parent without a layout: nothing to compare with.
+    p.mkdir(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "plain"),
+        0o755,
+        0o022,
+        with_gen(&0u32.to_be_bytes()),
+    )
+    .await
+    .unwrap();
+
+    // A generation that is not 4 bytes is refused, with nothing created.
+    let e = p
+        .mkdir(
+            &cx(),
+            Loc::entry(d, "bad"),
+            0o755,
+            0o022,
+            with_gen(&[0, 0, 3]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EINVAL, "{e}");
+    assert!(e.msg.contains(types::LAYOUT_GEN_KEY), "{e}");
+    assert!(!dir.path().join("d/bad").exists());
+
+    // A stored layout the brick cannot read is an error, not a silent pass.
+    let mut x = Xdata::new();
+    x.set(entry::XATTR_DHT_LAYOUT, vec![1u8, 0, 0]);
+    p.setxattr(&cx(), Target::Loc(Loc::inode(d)), x, 0, Xdata::new())
+        .await
+        .unwrap();
+    let e = p
+        .mkdir(
+            &cx(),
+            Loc::entry(d, "bad"),
+            0o755,
+            0o022,
+            with_gen(&3u32.to_be_bytes()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EIO, "{e}");
+    assert!(!dir.path().join("d/bad").exists());
 }

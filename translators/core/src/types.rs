@@ -444,10 +444,59 @@ impl Xdata {
     }
 }
 
-/// Lookup xdata key: the brick returns, in the reply's xdata, every xattr of the object whose
-/// name starts with this key's value (replication reads its counters this way, in the same
-/// round trip as the lookup).
+/// Lookup xdata key: a list of xattr name prefixes separated by `'\n'`; the brick returns, in
+/// the reply's xdata, every xattr of the object whose name starts with any of them (empty
+/// items are ignored). Replication reads its counters this way, in the same round trip as
+/// the lookup, and a translator above it can ask for its own xattrs in the same call: add
+/// prefixes with [`add_lookup_prefix`], read them with [`lookup_prefixes`].
 pub const LOOKUP_XATTR_PREFIX: &str = "cairn.xattr-prefix";
+
+/// Adds `prefix` to the list in `xdata`'s [`LOOKUP_XATTR_PREFIX`] key, creating the key when
+/// it is absent. A prefix already in the list (or an empty one) is not added again.
+pub fn add_lookup_prefix(xdata: &mut Xdata, prefix: &str) {
+    if prefix.is_empty() {
+        return;
+    }
+    let mut list = xdata.remove(LOOKUP_XATTR_PREFIX).unwrap_or_default();
+    if !list
+        .split(|b| *b == b'\n')
+        .any(|item| item == prefix.as_bytes())
+    {
+        if !list.is_empty() && !list.ends_with(b"\n") {
+            list.push(b'\n');
+        }
+        list.extend_from_slice(prefix.as_bytes());
+    }
+    xdata.set(LOOKUP_XATTR_PREFIX, list);
+}
+
+/// The prefixes listed in `xdata`'s [`LOOKUP_XATTR_PREFIX`] key (none when it is absent);
+/// empty items and items that are not UTF-8 are skipped.
+pub fn lookup_prefixes(xdata: &Xdata) -> Vec<&str> {
+    xdata
+        .get(LOOKUP_XATTR_PREFIX)
+        .map(|list| {
+            list.split(|b| *b == b'\n')
+                .filter(|item| !item.is_empty())
+                .filter_map(|item| std::str::from_utf8(item).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Prefix of create-time xattr keys: mkdir, mknod, create and symlink take xdata keys
+/// `cairn.setxattr.<name>` and the brick sets xattr `<name>` to the key's value on the new
+/// object before replying (if that fails, the object is removed and the fop fails). Only
+/// names under `trusted.cairn.dht.` are accepted; any other name fails the fop with EINVAL
+/// before anything is created. Distribute gives a new directory its layout this way.
+pub const SETXATTR_ON_CREATE: &str = "cairn.setxattr.";
+
+/// Xdata key of entry-creating fops (mkdir, mknod, create, symlink, and link and rename for
+/// the new name): the layout generation of the parent directory the caller placed the name
+/// by, a big-endian u32 (4 bytes). The brick fails the fop with ESTALE, creating nothing,
+/// when the parent's stored layout (`trusted.cairn.dht.layout`) has a greater generation;
+/// without a stored layout the fop proceeds. A value that is not 4 bytes fails with EINVAL.
+pub const LAYOUT_GEN_KEY: &str = "cairn.dht.layout-gen";
 
 /// Who is calling: credentials of the application behind the operation, and its lock owner.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
@@ -792,5 +841,31 @@ mod tests {
         assert_eq!(x.get_u64("bad"), None);
         assert!(x.contains("k"));
         assert_eq!(x.remove("k").map(|v| v.len()), Some(8));
+    }
+
+    #[test]
+    fn lookup_prefixes_form_a_list() {
+        let mut x = Xdata::new();
+        assert!(lookup_prefixes(&x).is_empty());
+        add_lookup_prefix(&mut x, "trusted.cairn.afr.");
+        assert_eq!(x.get(LOOKUP_XATTR_PREFIX), Some(&b"trusted.cairn.afr."[..]));
+        add_lookup_prefix(&mut x, "trusted.cairn.dht.");
+        add_lookup_prefix(&mut x, "trusted.cairn.afr.");
+        add_lookup_prefix(&mut x, "");
+        assert_eq!(
+            x.get(LOOKUP_XATTR_PREFIX),
+            Some(&b"trusted.cairn.afr.\ntrusted.cairn.dht."[..])
+        );
+        assert_eq!(
+            lookup_prefixes(&x),
+            vec!["trusted.cairn.afr.", "trusted.cairn.dht."]
+        );
+        // A value set by hand, as older callers did, is a one-item list; empty items are
+        // skipped.
+        let mut y = Xdata::new();
+        y.set(LOOKUP_XATTR_PREFIX, b"user.\n\n".to_vec());
+        assert_eq!(lookup_prefixes(&y), vec!["user."]);
+        add_lookup_prefix(&mut y, "trusted.");
+        assert_eq!(lookup_prefixes(&y), vec!["user.", "trusted."]);
     }
 }

@@ -238,7 +238,7 @@ impl Afr {
         }
         // What each brick holds under the name, and whom the directory's counters blame.
         let mut probe = Xdata::new();
-        probe.set(LOOKUP_XATTR_PREFIX, AFR_PREFIX.as_bytes().to_vec());
+        add_lookup_prefix(&mut probe, AFR_PREFIX);
         let seen = join_all(locked.iter().map(|&i| {
             let probe = probe.clone();
             async move {

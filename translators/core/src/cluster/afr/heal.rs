@@ -139,7 +139,7 @@ impl Afr {
     async fn survey(&self, cx: &Cx, loc: &Loc) -> HashMap<usize, Copy> {
         let up = self.up_children();
         let mut x = Xdata::new();
-        x.set(LOOKUP_XATTR_PREFIX, AFR_PREFIX.as_bytes().to_vec());
+        add_lookup_prefix(&mut x, AFR_PREFIX);
         let results = txn::fan(&self.children, cx, &up, &|_| crate::wire::Request::Lookup {
             loc: loc.clone(),
             xdata: x.clone(),
