@@ -227,6 +227,9 @@ pub struct Afr {
     me: std::sync::Weak<Afr>,
     /// Inodes being healed in the background (each once).
     healing: Mutex<std::collections::HashSet<Gfid>>,
+    /// Open files holding their eager lock, by inode: a metadata change from this client
+    /// releases them first instead of waiting for them to go idle.
+    eager: Mutex<HashMap<Gfid, Vec<std::sync::Weak<AfrFd>>>>,
 }
 
 /// Background heals one client runs at once.
@@ -263,6 +266,62 @@ impl Afr {
             was_up: AtomicBool::new(false),
             me: std::sync::Weak::new(),
             healing: Mutex::new(std::collections::HashSet::new()),
+            eager: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn note_eager(&self, gfid: Gfid, a: &Arc<AfrFd>) {
+        if let Ok(mut m) = self.eager.lock() {
+            let v = m.entry(gfid).or_default();
+            v.retain(|w| w.strong_count() > 0);
+            v.push(Arc::downgrade(a));
+        }
+    }
+
+    /// Releases the eager locks this client's open files hold on `gfid` (when no write is
+    /// in flight through them), so that a metadata change of the same client (`cp -a`'s
+    /// `fchmod`/`futimens` right after its writes) does not wait for them to go idle.
+    async fn yield_eager(&self, gfid: Gfid) {
+        let fds: Vec<Arc<AfrFd>> = match self.eager.lock() {
+            Ok(mut m) => m
+                .remove(&gfid)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|w| w.upgrade())
+                .collect(),
+            Err(_) => return,
+        };
+        for a in fds {
+            let mut held = a.lock.lock().await;
+            if !*held {
+                continue;
+            }
+            if a.inflight.load(Ordering::SeqCst) != 0 {
+                // Still writing: leave it; the change waits for the lock as it would for
+                // another client's.
+                drop(held);
+                self.note_eager(gfid, &a);
+                continue;
+            }
+            let cx = txn::with_owner(&Cx::internal(), a.owner);
+            futures::future::join_all(self.children.iter().enumerate().map(|(i, c)| {
+                let (a, cx) = (&a, &cx);
+                async move {
+                    if a.opened.get(i).is_some_and(|o| o.load(Ordering::SeqCst)) {
+                        let _ = crate::wire::dispatch(
+                            &**c,
+                            cx,
+                            txn::inodelk(gfid, LockWait::NoWait, LockType::Unlock),
+                        )
+                        .await;
+                    }
+                }
+            }))
+            .await;
+            *held = false;
+            if let Some(t) = a.idle.lock().ok().and_then(|mut t| t.take()) {
+                t.abort();
+            }
         }
     }
 
@@ -594,6 +653,7 @@ impl Afr {
                 };
                 *held = true;
                 drop(held);
+                self.note_eager(gfid, &a);
                 self.arm_idle_unlock(fd, &a);
                 results
             }
@@ -675,6 +735,7 @@ impl Afr {
             .into_iter()
             .filter(|&i| !(kind == DATA && self.is_arbiter(i)))
             .collect();
+        self.yield_eager(gfid).await;
         let (results, applied) = inode_change(&self.children, cx, gfid, &targets, op).await;
         let out = Outcome::from(results);
         self.settle(gfid, kind, &targets, &out, &applied, true)
@@ -859,7 +920,7 @@ impl Translator for Afr {
             )));
         }
         let mut x = xdata.clone();
-        x.set(LOOKUP_XATTR_PREFIX, AFR_PREFIX.as_bytes().to_vec());
+        add_lookup_prefix(&mut x, AFR_PREFIX);
         let results = txn::fan(&self.children, cx, &up, &|_| Request::Lookup {
             loc: loc.clone(),
             xdata: x.clone(),
