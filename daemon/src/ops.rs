@@ -93,14 +93,6 @@ pub fn build_create(
             req.bricks.len()
         ));
     }
-    if req.bricks.len() > replica as usize {
-        return Err(format!(
-            "{} bricks with replica {replica} make {} replica sets; volumes of several sets need \
-             cluster/distribute, which this release does not have yet: use {replica} brick(s)",
-            req.bricks.len(),
-            req.bricks.len() / replica as usize
-        ));
-    }
     if req.arbiter && replica != 3 {
         return Err("arbiter is supported with replica 3 only (replica 3 arbiter 1)".into());
     }
@@ -767,11 +759,6 @@ mod tests {
         apply(&mut c, &Op::CreateVolume(w), 3);
         let e = build_create(&c, &req("x", 1, &["a:/4"], true), PORTS, 4).unwrap_err();
         assert!(e.contains("no free brick port"), "{e}");
-        let e = build_create(&c, &req("y", 1, &["a:/5", "b:/5"], true), PORTS, 4).unwrap_err();
-        assert!(
-            e.contains("cluster/distribute"),
-            "several sets are refused for now: {e}"
-        );
     }
 
     #[test]

@@ -169,6 +169,50 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "cluster.min-free-disk",
+        kind: OptionKind::Percent,
+        default: "10%",
+        doc: "A group with less free space than this share takes no new files: they go to the emptiest group, with a pointer on the hashed one.",
+        targets: &[Target::Client {
+            xlator: "cluster/distribute",
+            key: "min-free-disk",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.weighted-rebalance",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "Size each group's share of new directories' hash ranges (and of rebalanced ones) by its capacity; off: equal shares.",
+        targets: &[Target::Client {
+            xlator: "cluster/distribute",
+            key: "weighted",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.lookup-optimize",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "Trust a miss on a name's hashed group when its directory's layout is settled; off: ask every group on every miss.",
+        targets: &[Target::Client {
+            xlator: "cluster/distribute",
+            key: "lookup-optimize",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "cluster.rsync-hash",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "Place rsync's temporary names (.NAME.XXXXXX) where NAME goes, so the rename that ends each copy moves nothing.",
+        targets: &[Target::Client {
+            xlator: "cluster/distribute",
+            key: "rsync-hash",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "cluster.heal-interval",
         kind: OptionKind::Duration {
             min_ms: 1_000,

@@ -27,7 +27,9 @@ use crate::render::{self, StatusView};
 pub enum Volume {
     /// Create a volume: VOL [replica N [arbiter 1]] HOST:/PATH... [force].
     ///
-    /// Consecutive bricks form the replica sets. `force` accepts what is refused by
+    /// Consecutive bricks form the replica sets; more bricks than the replica count make
+    /// several sets, and files are distributed over them by the hash of their names
+    /// (without `replica`, each brick is its own set). `force` accepts what is refused by
     /// default (several bricks of a set on one host, bricks on the root filesystem).
     Create {
         /// The new volume's name.
