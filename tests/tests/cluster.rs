@@ -657,3 +657,105 @@ fn mount_t_cairn_and_an_fstab_line_fall_back_to_backup_volfile_servers() {
     run(std::process::Command::new("umount").arg(&mnt2));
     p.nodes[0].ok(&["volume", "stop", "fst"]);
 }
+
+#[test]
+fn a_distributed_replicated_volume_spreads_files_over_its_sets_and_heals_each() {
+    let p = pool(8);
+    let n1 = &p.nodes[0];
+    let mut b = bricks(&p, "set1");
+    b.extend(bricks(&p, "set2"));
+    let mut args = vec!["volume", "create", "dr", "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    n1.ok(&args);
+    let info = p.nodes[1].ok(&["volume", "info", "dr"]);
+    for needle in ["Type: Distributed-Replicate", "Number of Bricks: 2 x 3 = 6"] {
+        assert!(info.contains(needle), "{needle} in {info}");
+    }
+    n1.ok(&["volume", "start", "dr"]);
+    let mnt = p.tmp.path().join("mnt-dr");
+    let m = mount_from_server("127.77.8.3:/dr", &mnt, &[]).unwrap();
+    fs::create_dir_all(mnt.join("study/series")).unwrap();
+    for i in 0..60 {
+        fs::write(
+            mnt.join(format!("study/series/IM{i:03}.dcm")),
+            pattern(57 * 1024, i),
+        )
+        .unwrap();
+    }
+    let dirs: Vec<&Path> = b
+        .iter()
+        .map(|s| Path::new(s.split_once(':').unwrap().1))
+        .collect();
+    let mut per_set = [0usize; 2];
+    for i in 0..60 {
+        let rel = format!("study/series/IM{i:03}.dcm");
+        let holders: Vec<usize> = (0..6).filter(|&k| dirs[k].join(&rel).exists()).collect();
+        let set = match holders.as_slice() {
+            [0, 1, 2] => 0,
+            [3, 4, 5] => 1,
+            other => panic!("{rel} is on bricks {other:?}, not on the three of one set"),
+        };
+        per_set[set] += 1;
+        for &k in &holders {
+            assert_eq!(fs::read(dirs[k].join(&rel)).unwrap(), pattern(57 * 1024, i));
+        }
+    }
+    assert!(per_set.iter().all(|&n| n >= 15), "{per_set:?}");
+    // Every node's heal worker serves its bricks of both sets: a brick of the second set
+    // misses writes while it is down and is healed when it returns.
+    let status = json(&n1.ok(&["--json", "volume", "status", "dr"]));
+    let victim = status
+        .list("bricks")
+        .into_iter()
+        .find(|x| x.get_str("path") == dirs[4].display().to_string())
+        .unwrap();
+    let pid = victim.get_num("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for i in 60..120 {
+        fs::write(
+            mnt.join(format!("study/series/IM{i:03}.dcm")),
+            pattern(57 * 1024, i),
+        )
+        .unwrap();
+    }
+    let pending = || -> usize {
+        let (code, out, _) = n1.cli(&["--json", "volume", "heal", "dr", "info"]);
+        if code != 0 {
+            return usize::MAX;
+        }
+        json(&out)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|b| b["entries"].as_array().map(|e| e.len()).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let _ = n1.cli(&["volume", "heal", "dr"]);
+            pending() == 0
+        }),
+        "heal reaches zero pending on every brick"
+    );
+    for i in 60..120 {
+        let rel = format!("study/series/IM{i:03}.dcm");
+        let on3 = dirs[3].join(&rel).exists();
+        assert_eq!(
+            dirs[4].join(&rel).exists(),
+            on3,
+            "{rel}: brick 5 matches its set"
+        );
+        if on3 {
+            assert_eq!(fs::read(dirs[4].join(&rel)).unwrap(), pattern(57 * 1024, i));
+        }
+    }
+    drop(m);
+    n1.ok(&["volume", "stop", "dr"]);
+}

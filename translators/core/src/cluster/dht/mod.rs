@@ -270,10 +270,23 @@ impl Dht {
             .ok_or_else(|| FopError::eio(format!("distribute has no group {g}")))
     }
 
+    /// The groups that can serve now. A replica set counts as soon as it has quorum (its
+    /// own `is_up` also waits, just after start, for every brick — that is for mounting).
     fn up(&self) -> Vec<usize> {
         (0..self.n())
-            .filter(|&g| self.children.get(g).is_some_and(|c| c.is_up()))
+            .filter(|&g| {
+                self.children.get(g).is_some_and(|c| {
+                    match c.as_any().downcast_ref::<crate::cluster::afr::Afr>() {
+                        Some(a) => a.quorum_met(&a.up_set()),
+                        None => c.is_up(),
+                    }
+                })
+            })
             .collect()
+    }
+
+    fn group_up(&self, g: usize) -> bool {
+        self.up().contains(&g)
     }
 
     fn group_named(&self, name: &[u8]) -> Option<usize> {
@@ -345,7 +358,7 @@ impl Dht {
         if !stale.is_empty() {
             let got = join_all(stale.iter().map(|&g| async move {
                 let r = match self.children.get(g) {
-                    Some(c) if c.is_up() => c
+                    Some(c) if self.group_up(g) => c
                         .statfs(cx, Loc::inode(Gfid::ROOT), Xdata::new())
                         .await
                         .ok(),
@@ -696,7 +709,7 @@ impl Dht {
             let Some(c) = self.children.get(g) else {
                 return Ok(());
             };
-            if !c.is_up() {
+            if !self.group_up(g) {
                 return Err(FopError::not_connected(format!(
                     "group {} is down",
                     self.names[g]
@@ -1048,7 +1061,7 @@ impl Dht {
         loop {
             let h = self.hashed_group(&layout, parent, name)?;
             let child = self.child(h)?;
-            if !child.is_up() {
+            if !self.group_up(h) {
                 return Err(FopError::not_connected(format!(
                     "{name:?} belongs to group {}, which is down",
                     self.names[h]
@@ -1415,7 +1428,7 @@ impl Translator for Dht {
         let mut tries = 0;
         loop {
             let h = self.hashed_group(&layout, parent, name)?;
-            if !self.child(h)?.is_up() {
+            if !self.group_up(h) {
                 return Err(FopError::not_connected(format!(
                     "{name:?} belongs to group {}, which is down",
                     self.names[h]
