@@ -123,6 +123,8 @@ fn verb(v: &cmd::volume::Volume) -> &'static str {
         V::Heal { .. } => "heal",
         V::ReplaceBrick { .. } => "replace-brick",
         V::ResetBrick { .. } => "reset-brick",
+        V::AddBrick { .. } => "add-brick",
+        V::Rebalance { .. } => "rebalance",
     }
 }
 

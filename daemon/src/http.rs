@@ -153,6 +153,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/volumes/{name}/options/{key}", get(option_one))
         .route("/v1/volumes/{name}/reset", post(reset))
         .route("/v1/volumes/{name}/volfile", get(volfile))
+        .route("/v1/volumes/{name}/add-brick", post(add_brick))
+        .route("/v1/volumes/{name}/rebalance", post(rebalance))
         .route("/v1/volumes/{name}/replace-brick", post(replace_brick))
         .route("/v1/volumes/{name}/reset-brick", post(reset_brick))
         .route("/v1/volumes/{name}/heal", post(heal))
@@ -940,6 +942,72 @@ async fn split_brain(
         .map_err(ApiErr::from_msg)?;
     tracing::info!(volume = %name, policy = %req.policy, path = ?req.path, brick = ?req.brick, "split-brain resolved by the operator");
     ok_msg(m)
+}
+
+async fn add_brick(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<cairn_api::AddBrick>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let ports = d.cfg.brick_ports;
+    let n = name.clone();
+    let r = req.clone();
+    d.transact(
+        format!("volume add-brick {name}"),
+        req.force,
+        move |cfg, _| crate::ops::build_add_brick(cfg, &n, &r, ports),
+    )
+    .await
+    .map_err(ApiErr::from_msg)?;
+    tracing::info!(volume = %name, bricks = ?req.bricks, "bricks added");
+    ok_msg(format!(
+        "add-brick operation successful: {} brick(s) added; run 'volume rebalance {name} fix-layout start' so that existing directories give them new files",
+        req.bricks.len()
+    ))
+}
+
+async fn rebalance(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<cairn_api::RebalanceRequest>,
+) -> Res<cairn_api::RebalanceStatus> {
+    let v = find_volume(&d, &name)?;
+    let me = d.cfg.host.clone();
+    match req.action.as_str() {
+        "status" => {}
+        "fix-layout-start" => {
+            require_admin(&d, &a, &h)?;
+            if v.state != cairn_api::VolumeState::Started {
+                return Err(ApiErr::from_msg(format!("volume {name} is not started")));
+            }
+            d.rebalance
+                .start_fix_layout(v, &me)
+                .map_err(ApiErr::from_msg)?;
+            tracing::info!(volume = %name, "fix-layout started");
+        }
+        "stop" => {
+            require_admin(&d, &a, &h)?;
+            d.rebalance.stop(&name).map_err(ApiErr::from_msg)?;
+        }
+        "start" => {
+            return Err(ApiErr::from_msg(format!(
+                "migrating existing files is not in this release: 'volume rebalance {name} \
+                 fix-layout start' lays every directory out over the new bricks so that new \
+                 files use them; existing files stay where they are and stay reachable"
+            )));
+        }
+        other => {
+            return Err(ApiErr::from_msg(format!(
+                "unknown rebalance action '{other}': fix-layout-start, start, stop or status"
+            )));
+        }
+    }
+    Ok(Json(d.rebalance.status(&name, &me)))
 }
 
 async fn replace_brick(

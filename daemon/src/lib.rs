@@ -21,6 +21,7 @@ pub mod http;
 pub mod ops;
 pub mod options;
 pub mod pool;
+pub mod rebalance;
 pub mod store;
 pub mod supervisor;
 pub mod txn;
@@ -70,6 +71,8 @@ pub struct Daemon {
     reachable: Mutex<HashMap<String, bool>>,
     /// Self-heal workers.
     pub heal: heal::Workers,
+    /// Rebalance runs started on this node.
+    pub rebalance: rebalance::Rebalances,
 }
 
 impl Daemon {
@@ -114,6 +117,7 @@ impl Daemon {
             reconcile: Notify::new(),
             reachable: Mutex::new(HashMap::new()),
             heal: heal::Workers::default(),
+            rebalance: rebalance::Rebalances::default(),
         });
         let known: Vec<(String, String, String)> = daemon
             .local_bricks()
@@ -229,6 +233,14 @@ impl Daemon {
         ops::apply(&mut st.config, op, version);
         match op {
             Op::CreateVolume(v) => self.prepare_local_bricks(v)?,
+            Op::AddBrick { name, bricks } => {
+                let v = st.config.volumes.iter().find(|v| &v.name == name).cloned();
+                if let Some(v) = v {
+                    for b in bricks.iter().filter(|b| b.host == me.host) {
+                        self.prepare_brick(&v.id, b)?;
+                    }
+                }
+            }
             Op::ReplaceBrick { name, new, .. } if new.host == me.host => {
                 let v = st.config.volumes.iter().find(|v| &v.name == name).cloned();
                 if let Some(v) = v {

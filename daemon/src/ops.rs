@@ -96,9 +96,42 @@ pub fn build_create(
     if req.arbiter && replica != 3 {
         return Err("arbiter is supported with replica 3 only (replica 3 arbiter 1)".into());
     }
+    let bricks = new_bricks(
+        config,
+        &req.bricks,
+        replica,
+        req.arbiter,
+        0,
+        req.force,
+        ports,
+    )?;
+    Ok(VolumeConfig {
+        name: req.name.clone(),
+        id: uuid::Uuid::new_v4().to_string(),
+        replica,
+        arbiter: req.arbiter,
+        bricks,
+        state: VolumeState::Created,
+        options: BTreeMap::new(),
+        secret: crate::store::new_secret(),
+        version,
+    })
+}
+
+/// Checks and builds new bricks from `HOST:/PATH` specs (ids from `brick-{first_index}`,
+/// the lowest free port of the range on each host).
+fn new_bricks(
+    config: &ClusterConfig,
+    specs: &[String],
+    replica: u32,
+    arbiter: bool,
+    first_index: usize,
+    force: bool,
+    ports: PortRange,
+) -> Result<Vec<BrickConfig>, String> {
     let hosts: BTreeSet<&str> = config.nodes.iter().map(|n| n.host.as_str()).collect();
-    let mut bricks: Vec<BrickConfig> = Vec::with_capacity(req.bricks.len());
-    for (i, spec) in req.bricks.iter().enumerate() {
+    let mut bricks: Vec<BrickConfig> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
         let (host, path) = parse_brick(spec)?;
         if !hosts.contains(host.as_str()) {
             return Err(format!(
@@ -128,9 +161,9 @@ pub fn build_create(
                 }
             }
         }
-        let arbiter = req.arbiter && i % replica as usize == replica as usize - 1;
+        let arbiter = arbiter && i % replica as usize == replica as usize - 1;
         bricks.push(BrickConfig {
-            id: format!("brick-{i}"),
+            id: format!("brick-{}", first_index + i),
             host,
             path,
             port: 0,
@@ -138,7 +171,7 @@ pub fn build_create(
             disabled: false,
         });
     }
-    if replica > 1 && !req.force {
+    if replica > 1 && !force {
         for (g, set) in bricks.chunks(replica as usize).enumerate() {
             let mut seen = BTreeSet::new();
             for b in set {
@@ -172,16 +205,62 @@ pub fn build_create(
         taken.insert(port);
         b.port = port;
     }
-    Ok(VolumeConfig {
-        name: req.name.clone(),
-        id: uuid::Uuid::new_v4().to_string(),
+    Ok(bricks)
+}
+
+/// Builds an add-brick: whole replica sets of the volume's replica count.
+pub fn build_add_brick(
+    config: &ClusterConfig,
+    name: &str,
+    req: &cairn_api::AddBrick,
+    ports: PortRange,
+) -> Result<Op, String> {
+    let v = volume(config, name)?;
+    if let Some(r) = req.replica
+        && r.max(1) != v.replica.max(1)
+    {
+        return Err(format!(
+            "volume {name} has replica {}; changing the replica count with add-brick is not \
+             supported: add whole sets of {} bricks",
+            v.replica.max(1),
+            v.replica.max(1)
+        ));
+    }
+    let replica = v.replica.max(1);
+    if req.bricks.is_empty() {
+        return Err("no bricks given: list them as HOST:/PATH".into());
+    }
+    if !req.bricks.len().is_multiple_of(replica as usize) {
+        return Err(format!(
+            "number of bricks ({}) is not a multiple of the volume's replica count ({replica}): \
+             add whole replica sets",
+            req.bricks.len()
+        ));
+    }
+    let next = v
+        .bricks
+        .iter()
+        .filter_map(|b| {
+            b.id.strip_prefix("brick-")
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .max()
+        .map_or(0, |n| n + 1);
+    let bricks = new_bricks(
+        config,
+        &req.bricks,
         replica,
-        arbiter: req.arbiter,
+        v.arbiter,
+        next,
+        req.force,
+        ports,
+    )?;
+    if v.bricks.len() + bricks.len() > 120 * replica as usize {
+        return Err("a volume holds at most 120 replica sets".into());
+    }
+    Ok(Op::AddBrick {
+        name: name.to_string(),
         bricks,
-        state: VolumeState::Created,
-        options: BTreeMap::new(),
-        secret: crate::store::new_secret(),
-        version,
     })
 }
 
@@ -355,6 +434,21 @@ pub fn check(config: &ClusterConfig, op: &Op) -> Result<(), String> {
                 return Err(format!("host {} is not in the pool", new.host));
             }
         }
+        Op::AddBrick { name, bricks } => {
+            let v = volume(config, name)?;
+            let replica = v.replica.max(1) as usize;
+            if bricks.is_empty() || !bricks.len().is_multiple_of(replica) {
+                return Err(format!("add-brick needs whole replica sets of {replica}"));
+            }
+            for b in bricks {
+                if v.bricks.iter().any(|o| o.id == b.id) {
+                    return Err(format!("volume {name} already has a brick {}", b.id));
+                }
+                if !config.nodes.iter().any(|n| n.host == b.host) {
+                    return Err(format!("host {} is not in the pool", b.host));
+                }
+            }
+        }
         Op::ResetBrick { name, brick_id, .. } => {
             let v = volume(config, name)?;
             if !v.bricks.iter().any(|b| &b.id == brick_id) {
@@ -403,6 +497,11 @@ pub fn check_local(
     match op {
         Op::CreateVolume(v) => {
             for b in v.bricks.iter().filter(|b| b.host == me.host) {
+                check_new_brick(b, me, listen_ip, force, true)?;
+            }
+        }
+        Op::AddBrick { bricks, .. } => {
+            for b in bricks.iter().filter(|b| b.host == me.host) {
                 check_new_brick(b, me, listen_ip, force, true)?;
             }
         }
@@ -546,6 +645,12 @@ pub fn apply(config: &mut ClusterConfig, op: &Op, version: u64) {
                 for b in v.bricks.iter_mut().filter(|b| &b.id == brick_id) {
                     *b = new.clone();
                 }
+                v.version = version;
+            }
+        }
+        Op::AddBrick { name, bricks } => {
+            if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
+                v.bricks.extend(bricks.iter().cloned());
                 v.version = version;
             }
         }
@@ -759,6 +864,38 @@ mod tests {
         apply(&mut c, &Op::CreateVolume(w), 3);
         let e = build_create(&c, &req("x", 1, &["a:/4"], true), PORTS, 4).unwrap_err();
         assert!(e.contains("no free brick port"), "{e}");
+    }
+
+    #[test]
+    fn add_brick_adds_whole_sets_with_fresh_ids_and_ports() {
+        let mut c = pool(&["a", "b", "c"]);
+        let v = build_create(&c, &req("v", 3, &["a:/1", "b:/1", "c:/1"], false), PORTS, 2).unwrap();
+        apply(&mut c, &Op::CreateVolume(v), 2);
+        let add = |bricks: &[&str], replica: Option<u32>| cairn_api::AddBrick {
+            replica,
+            bricks: bricks.iter().map(|s| s.to_string()).collect(),
+            force: false,
+        };
+        let e = build_add_brick(&c, "v", &add(&["a:/2"], None), PORTS).unwrap_err();
+        assert!(e.contains("multiple"), "{e}");
+        let e = build_add_brick(&c, "v", &add(&["a:/2", "b:/2"], Some(2)), PORTS).unwrap_err();
+        assert!(e.contains("replica 3"), "{e}");
+        let e = build_add_brick(&c, "v", &add(&["a:/2", "a:/3", "c:/2"], None), PORTS).unwrap_err();
+        assert!(e.contains("more than one brick on host a"), "{e}");
+        let e =
+            build_add_brick(&c, "v", &add(&["a:/1/x", "b:/2", "c:/2"], None), PORTS).unwrap_err();
+        assert!(e.contains("already part of volume v"), "{e}");
+        let e =
+            build_add_brick(&c, "nope", &add(&["a:/2", "b:/2", "c:/2"], None), PORTS).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        let op = build_add_brick(&c, "v", &add(&["a:/2", "b:/2", "c:/2"], Some(3)), PORTS).unwrap();
+        check(&c, &op).unwrap();
+        apply(&mut c, &op, 3);
+        let v = &c.volumes[0];
+        assert_eq!(v.bricks.len(), 6);
+        assert_eq!(v.bricks[3].id, "brick-3");
+        assert_eq!(v.bricks[3].port, 24011, "the next free port on a");
+        assert_eq!(v.version, 3);
     }
 
     #[test]

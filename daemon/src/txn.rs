@@ -306,11 +306,14 @@ impl Daemon {
         let version = self.lock_all(&nodes, &lock).await? + 1;
         let result = async {
             let op = build(&self.config()?, version)?;
-            if let Op::CreateVolume(v) = &op
-                && let Some(b) = v
-                    .bricks
-                    .iter()
-                    .find(|b| !nodes.iter().any(|n| n.host == b.host))
+            let new_bricks = match &op {
+                Op::CreateVolume(v) => v.bricks.as_slice(),
+                Op::AddBrick { bricks, .. } => bricks.as_slice(),
+                _ => &[],
+            };
+            if let Some(b) = new_bricks
+                .iter()
+                .find(|b| !nodes.iter().any(|n| n.host == b.host))
             {
                 return Err(format!(
                     "host {} of brick {} is not connected",

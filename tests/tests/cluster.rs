@@ -759,3 +759,135 @@ fn a_distributed_replicated_volume_spreads_files_over_its_sets_and_heals_each() 
     drop(m);
     n1.ok(&["volume", "stop", "dr"]);
 }
+
+#[test]
+fn add_brick_then_fix_layout_grows_a_volume_online() {
+    let p = pool(9);
+    let n1 = &p.nodes[0];
+    let set1 = bricks(&p, "grow1");
+    let mut args = vec!["volume", "create", "grow", "replica", "3"];
+    args.extend(set1.iter().map(String::as_str));
+    args.push("force");
+    n1.ok(&args);
+    n1.ok(&["volume", "start", "grow"]);
+    let mnt = p.tmp.path().join("mnt-grow");
+    let m = mount_from_server("127.77.9.2:/grow", &mnt, &[]).unwrap();
+    fs::create_dir_all(mnt.join("a/b")).unwrap();
+    for i in 0..40 {
+        fs::write(mnt.join(format!("a/old{i}")), pattern(4096, i)).unwrap();
+    }
+    fs::write(mnt.join("a/b/deep"), b"deep").unwrap();
+    let held = fs::File::open(mnt.join("a/old7")).unwrap();
+
+    // Bad input changes nothing.
+    let (code, _, err) = n1.cli(&["volume", "add-brick", "grow", "127.77.9.1:/only-one"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("multiple"), "{err}");
+    let (code, _, err) = n1.cli(&["volume", "rebalance", "grow", "fix-layout", "start"]);
+    assert_ne!(code, 0, "one set: nothing to distribute over");
+    assert!(err.contains("single replica set"), "{err}");
+
+    let set2 = bricks(&p, "grow2");
+    let mut args = vec!["volume", "add-brick", "grow", "replica", "3"];
+    args.extend(set2.iter().map(String::as_str));
+    args.push("force");
+    let out = n1.ok(&args);
+    assert!(out.contains("success"), "{out}");
+    let info = p.nodes[2].ok(&["volume", "info", "grow"]);
+    assert!(info.contains("Number of Bricks: 2 x 3 = 6"), "{info}");
+    assert!(
+        eventually(Duration::from_secs(45), || m
+            .log_text()
+            .contains("switched")),
+        "the client switched to the larger volume:\n{}",
+        m.log_text()
+    );
+    // The new bricks run, and every old file is still there, through the new graph.
+    let status = json(&n1.ok(&["--json", "volume", "status", "grow"]));
+    assert_eq!(status.list("bricks").len(), 6);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let s = json(&n1.ok(&["--json", "volume", "status", "grow"]));
+            s.list("bricks").iter().all(|b| b.get_bool("online"))
+        }),
+        "the new bricks came online"
+    );
+    for i in 0..40 {
+        assert_eq!(
+            fs::read(mnt.join(format!("a/old{i}"))).unwrap(),
+            pattern(4096, i)
+        );
+    }
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut buf).unwrap();
+    assert_eq!(
+        buf,
+        pattern(4096, 7),
+        "a file held open across add-brick still reads"
+    );
+    drop(held);
+
+    let out = n1.ok(&["volume", "rebalance", "grow", "fix-layout", "start"]);
+    assert!(out.contains("fix-layout started"), "{out}");
+    let mut last = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            last = json(&n1.ok(&["--json", "volume", "rebalance", "grow", "status"]));
+            last.get_str("state") == "completed"
+        }),
+        "fix-layout completes: {last:?}"
+    );
+    assert!(last.get_num("dirs_scanned") >= 3.0, "{last:?}");
+    // The root holds no files: the client laid it out over both sets at once. a and a/b
+    // held files in the first set only, which kept their whole rings until now.
+    assert_eq!(last.get_num("dirs_changed"), 2.0, "{last:?}");
+    let moved = last.get_num("moved_share");
+    assert!(
+        (0.45..=0.55).contains(&moved),
+        "one set to two moves half of each ring, no more: {moved}"
+    );
+    // Directories exist on the new set with a share of the ring.
+    let dirs2: Vec<&Path> = set2
+        .iter()
+        .map(|s| Path::new(s.split_once(':').unwrap().1))
+        .collect();
+    assert!(dirs2.iter().all(|d| d.join("a/b").is_dir()));
+    // New files now spread over both sets, old ones are all still found, and find lists
+    // every name once.
+    for i in 0..40 {
+        fs::write(mnt.join(format!("a/new{i}")), pattern(4096, 100 + i)).unwrap();
+    }
+    let on_new = (0..40)
+        .filter(|i| dirs2[0].join(format!("a/new{i}")).exists())
+        .count();
+    assert!(
+        (8..=32).contains(&on_new),
+        "new files use the new set: {on_new}/40"
+    );
+    for i in 0..40 {
+        assert_eq!(
+            fs::read(mnt.join(format!("a/old{i}"))).unwrap(),
+            pattern(4096, i)
+        );
+        assert_eq!(
+            fs::read(mnt.join(format!("a/new{i}"))).unwrap(),
+            pattern(4096, 100 + i)
+        );
+    }
+    let out = std::process::Command::new("find")
+        .arg(&mnt)
+        .arg("-type")
+        .arg("f")
+        .output()
+        .unwrap();
+    let listed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(listed.len(), 81, "{listed:?}");
+    assert_eq!(unique.len(), 81);
+    drop(m);
+    n1.ok(&["volume", "stop", "grow"]);
+}

@@ -112,6 +112,34 @@ pub enum Volume {
         #[arg(value_name = "KEY")]
         key: Option<String>,
     },
+    /// Add bricks: VOL [replica N [arbiter 1]] HOST:/PATH... [force].
+    ///
+    /// Whole replica sets of the volume's replica count. Clients switch to the larger volume
+    /// without unmounting; directories are created on the new sets as they are looked up, and
+    /// existing directories give the new sets files after `volume rebalance VOL fix-layout
+    /// start`; new directories use every set at once.
+    #[command(name = "add-brick")]
+    AddBrick {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// `[replica N [arbiter 1]] HOST:/PATH... [force]`.
+        #[arg(value_name = "[replica N] HOST:/PATH... [force]", num_args = 1.., required = true)]
+        words: Vec<String>,
+    },
+    /// Rebalance: VOL fix-layout start | start | stop | status.
+    ///
+    /// `fix-layout start` lays every directory out again over the volume's replica sets
+    /// (after add-brick), moving as little of the hash ring as possible, in the background
+    /// on the node that receives the command; `status` shows its progress there.
+    Rebalance {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// `fix-layout start`, `start`, `stop` or `status`.
+        #[arg(value_name = "fix-layout start | start | stop | status", num_args = 1..=2, required = true)]
+        words: Vec<String>,
+    },
     /// Replace a brick: VOL OLD-HOST:/PATH NEW-HOST:/PATH commit force; heal rebuilds it.
     #[command(name = "replace-brick")]
     ReplaceBrick {
@@ -167,6 +195,33 @@ pub enum SetRequest {
         /// What to set.
         option: OptionSet,
     },
+}
+
+/// Checks `add-brick VOL [replica N [arbiter 1]] HOST:/PATH... [force]` (the same grammar
+/// as create's brick list).
+pub fn parse_add_brick(name: &str, words: &[String]) -> Result<cairn_api::AddBrick, String> {
+    let replica_given = words.first().map(String::as_str) == Some("replica");
+    let c = parse_create(name, words)?;
+    Ok(cairn_api::AddBrick {
+        replica: replica_given.then_some(c.replica),
+        bricks: c.bricks,
+        force: c.force,
+    })
+}
+
+/// Checks `rebalance VOL fix-layout start | start | stop | status` and names the action.
+pub fn parse_rebalance(words: &[String]) -> Result<&'static str, String> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["fix-layout", "start"] => Ok("fix-layout-start"),
+        ["start"] => Ok("start"),
+        ["stop"] => Ok("stop"),
+        ["status"] => Ok("status"),
+        _ => Err(format!(
+            "unknown rebalance command '{}': use fix-layout start, start, stop or status",
+            w.join(" ")
+        )),
+    }
 }
 
 /// Checks `replace-brick VOL OLD NEW commit force`.
@@ -395,6 +450,8 @@ impl Volume {
                 old, new, words, ..
             } => parse_replace(old, new, words).map(|_| ()),
             Volume::ResetBrick { words, .. } => parse_reset(words).map(|_| ()),
+            Volume::AddBrick { name, words } => parse_add_brick(name, words).map(|_| ()),
+            Volume::Rebalance { words, .. } => parse_rebalance(words).map(|_| ()),
             _ => Ok(()),
         }
     }
@@ -415,6 +472,8 @@ impl Volume {
             Volume::Heal { name, .. } => format!("volume heal: {name}"),
             Volume::ReplaceBrick { name, .. } => format!("volume replace-brick: {name}"),
             Volume::ResetBrick { name, .. } => format!("volume reset-brick: {name}"),
+            Volume::AddBrick { name, .. } => format!("volume add-brick: {name}"),
+            Volume::Rebalance { name, .. } => format!("volume rebalance: {name}"),
         }
     }
 
@@ -616,6 +675,59 @@ impl Volume {
                     &m.message,
                 ))
             }
+            Volume::AddBrick { name, words } => {
+                let body = parse_add_brick(&name, &words).map_err(CmdError::Usage)?;
+                let path = routes::volume_sub(&name, "add-brick");
+                let m: Message = ctx.run(true, |c| async move { c.post(&path, &body).await })?;
+                Ok(Output::done(
+                    format!("volume add-brick: {name}: success: {}", m.message),
+                    &m.message,
+                ))
+            }
+            Volume::Rebalance { name, words } => {
+                let action = parse_rebalance(&words).map_err(CmdError::Usage)?;
+                let path = routes::volume_sub(&name, "rebalance");
+                let body = cairn_api::RebalanceRequest {
+                    action: action.to_string(),
+                };
+                let admin = action != "status";
+                let st: cairn_api::RebalanceStatus =
+                    ctx.run(admin, |c| async move { c.post(&path, &body).await })?;
+                if ctx.json {
+                    return api::json(&st);
+                }
+                let mut text = format!(
+                    "{:<20} {:>12} {:>12} {:>9} {:>12} {:>13}  {}\n",
+                    "Node",
+                    "dirs scanned",
+                    "dirs changed",
+                    "failures",
+                    "ring moved",
+                    "run time (s)",
+                    "status"
+                );
+                text.push_str(&format!(
+                    "{:<20} {:>12} {:>12} {:>9} {:>11.1}% {:>13.1}  {} {}\n",
+                    st.node,
+                    st.dirs_scanned,
+                    st.dirs_changed,
+                    st.failures,
+                    st.moved_share * 100.0,
+                    st.elapsed_secs,
+                    st.kind,
+                    st.state
+                ));
+                if !st.message.is_empty() {
+                    text.push_str(&st.message);
+                    text.push('\n');
+                }
+                if action == "fix-layout-start" {
+                    text = format!(
+                        "volume rebalance: {name}: success: fix-layout started; watch it with 'volume rebalance {name} status'\n{text}"
+                    );
+                }
+                Ok(Output::done(text.trim_end().to_string(), &st.state))
+            }
             Volume::ResetBrick { name, words } => {
                 let body = parse_reset(&words).map_err(CmdError::Usage)?;
                 let path = routes::volume_sub(&name, "reset-brick");
@@ -639,6 +751,26 @@ mod tests {
 
     fn create(text: &str) -> Result<VolumeCreate, String> {
         parse_create("pacs", &words(text))
+    }
+
+    #[test]
+    fn add_brick_and_rebalance_grammar() {
+        let w = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let a = parse_add_brick("v", &w("replica 3 a:/1 b:/1 c:/1 force")).unwrap();
+        assert_eq!(a.replica, Some(3));
+        assert_eq!(a.bricks.len(), 3);
+        assert!(a.force);
+        let a = parse_add_brick("v", &w("a:/2")).unwrap();
+        assert_eq!((a.replica, a.force), (None, false));
+        assert!(parse_add_brick("v", &w("replica 3 a:/1 b:/1")).is_err());
+        assert!(parse_add_brick("v", &w("a:relative")).is_err());
+        assert_eq!(
+            parse_rebalance(&w("fix-layout start")).unwrap(),
+            "fix-layout-start"
+        );
+        assert_eq!(parse_rebalance(&w("status")).unwrap(), "status");
+        assert!(parse_rebalance(&w("fix-layout")).is_err());
+        assert!(parse_rebalance(&w("migrate-data start")).is_err());
     }
 
     #[test]

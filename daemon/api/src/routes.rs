@@ -19,6 +19,8 @@
 //! | POST | `/v1/volumes/{name}/reset` | [`OptionReset`](crate::OptionReset) → [`Message`](crate::Message) | admin |
 //! | GET | `/v1/volumes/{name}/volfile` | `?role=client&wait_version=N` → YAML text | `auth.allow` |
 //! | GET | `/v1/options` | → `Vec<`[`OptionDecl`](crate::OptionDecl)`>` | anyone |
+//! | POST | `/v1/volumes/{name}/rebalance` | [`RebalanceRequest`](crate::RebalanceRequest) → [`RebalanceStatus`](crate::RebalanceStatus) | admin |
+//! | POST | `/v1/volumes/{name}/add-brick` | [`AddBrick`](crate::AddBrick) → [`Message`](crate::Message) | admin |
 //! | POST | `/v1/volumes/{name}/replace-brick` | [`ReplaceBrick`](crate::ReplaceBrick) → [`Message`](crate::Message) | admin |
 //! | POST | `/v1/volumes/{name}/reset-brick` | [`ResetBrick`](crate::ResetBrick) → [`Message`](crate::Message) | admin |
 //! | POST | `/v1/volumes/{name}/heal` | [`HealRequest`](crate::HealRequest) → [`Message`](crate::Message) | admin |

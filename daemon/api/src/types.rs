@@ -442,6 +442,14 @@ pub enum Op {
         /// True: commit (re-initialise and start); false: start (stop the brick).
         commit: bool,
     },
+    /// New bricks (whole replica sets) join a volume; distribute gives them new files once
+    /// directories are laid out again (`rebalance fix-layout`).
+    AddBrick {
+        /// The volume.
+        name: String,
+        /// The new bricks, ids and ports chosen.
+        bricks: Vec<BrickConfig>,
+    },
     /// Set or reset options.
     SetOptions {
         /// The volume.
@@ -471,6 +479,9 @@ impl Op {
             }
             Op::ResetBrick { name, brick_id, .. } => {
                 format!("volume reset-brick {name} {brick_id}")
+            }
+            Op::AddBrick { name, bricks } => {
+                format!("volume add-brick {name} ({} bricks)", bricks.len())
             }
         }
     }
@@ -558,6 +569,17 @@ pub struct SplitBrainResolve {
     pub brick: Option<String>,
 }
 
+/// `volume add-brick VOL [replica N [arbiter 1]] HOST:/PATH... [force]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddBrick {
+    /// The replica count the command gave (it must be the volume's), if any.
+    pub replica: Option<u32>,
+    /// `HOST:/PATH`, in order; every `replica` consecutive bricks form a new set.
+    pub bricks: Vec<String>,
+    /// Accept what is refused by default (as for create).
+    pub force: bool,
+}
+
 /// `volume replace-brick VOL OLD NEW commit force`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplaceBrick {
@@ -577,4 +599,36 @@ pub struct ResetBrick {
     /// Accept a brick directory on the root filesystem.
     #[serde(default)]
     pub force: bool,
+}
+
+/// `volume rebalance VOL fix-layout start | start | stop | status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceRequest {
+    /// `fix-layout-start`, `start`, `stop` or `status`.
+    pub action: String,
+}
+
+/// The state of a rebalance run, as the node that runs it reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RebalanceStatus {
+    /// The volume.
+    pub volume: String,
+    /// The node running it.
+    pub node: String,
+    /// `fix-layout`.
+    pub kind: String,
+    /// `not started`, `in progress`, `completed`, `stopped` or `failed`.
+    pub state: String,
+    /// Directories visited.
+    pub dirs_scanned: u64,
+    /// Directories whose layout was rewritten.
+    pub dirs_changed: u64,
+    /// Directories that could not be laid out.
+    pub failures: u64,
+    /// Share of the hash ring that changed group, averaged over the directories rewritten.
+    pub moved_share: f64,
+    /// Seconds since the run started (until it ended).
+    pub elapsed_secs: f64,
+    /// What went wrong, or a note.
+    pub message: String,
 }

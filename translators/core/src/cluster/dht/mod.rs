@@ -177,6 +177,17 @@ struct Resolved {
     linkto: Option<usize>,
 }
 
+/// What [`Dht::fix_layout`] did to one directory.
+#[derive(Clone, Debug)]
+pub struct Relayout {
+    /// The layout was rewritten (a new generation).
+    pub changed: bool,
+    /// Ring points whose group changed (out of [`layout::RING`]).
+    pub moved: u64,
+    /// The directory's subdirectories, by name.
+    pub subdirs: Vec<(String, Gfid)>,
+}
+
 /// The translator.
 pub struct Dht {
     base: XlatorBase,
@@ -533,7 +544,10 @@ impl Dht {
                 .heal_missing_dirs(cx, loc, gfid, &head, &missing, layout)
                 .await;
         }
-        if !layout.is_complete() && all_up && errors.is_empty() && missing.is_empty() {
+        let healed = missing
+            .iter()
+            .all(|&g| layout.slots.get(g).is_some_and(Option::is_some));
+        if !layout.is_complete() && all_up && errors.is_empty() && healed {
             match self.heal_layout(cx, gfid, &layout).await {
                 Ok(l) => layout = l,
                 Err(e) => {
@@ -641,16 +655,40 @@ impl Dht {
             if current.is_complete() {
                 return Ok(current);
             }
-            let empty = self.is_empty_everywhere(cx, dir).await?;
+            // Which groups hold files here (subdirectories exist everywhere).
+            let listing = self.list_all(cx, dir).await?;
+            let holders: Vec<usize> = listing
+                .iter()
+                .filter(|(_, es)| {
+                    es.iter()
+                        .any(|e| e.kind != FileKind::Dir && !is_linkto_entry(e))
+                })
+                .map(|(g, _)| *g)
+                .collect();
             let weights = self.weights(cx).await;
             let prev = if old.is_complete() { Some(old) } else { None };
-            let next = layout::compute(
-                &weights,
-                prev,
-                self.hash(&dir.to_string()),
-                current.generation().saturating_add(1),
-                empty,
-            );
+            let generation = current.generation().saturating_add(1);
+            let next = match holders.as_slice() {
+                // A directory from before the volume was distributed: its files are all in
+                // one group, which keeps the whole ring (settled) until a fix-layout.
+                [only] if prev.is_none() => (0..self.n())
+                    .map(|g| GroupLayout {
+                        generation,
+                        settled: true,
+                        range: (g == *only).then_some(layout::Range {
+                            start: 0,
+                            end: u32::MAX,
+                        }),
+                    })
+                    .collect(),
+                _ => layout::compute(
+                    &weights,
+                    prev,
+                    self.hash(&dir.to_string()),
+                    generation,
+                    holders.is_empty(),
+                ),
+            };
             self.write_layout(cx, dir, &next).await?;
             Ok(Layout::new(next.into_iter().map(Some).collect()))
         }
@@ -733,12 +771,76 @@ impl Dht {
         Ok(())
     }
 
-    /// True when no group holds anything but linkto files in `dir`.
-    async fn is_empty_everywhere(&self, cx: &Cx, dir: Gfid) -> FopResult<bool> {
-        let listing = self.list_all(cx, dir).await?;
-        Ok(listing
-            .iter()
-            .all(|(_, entries)| entries.iter().all(is_linkto_entry)))
+    /// Lays one directory out again over every group (fix-layout), under distribute's
+    /// layout lock, moving as little of the ring as possible. The directory must have
+    /// been looked up by name first (that creates it on groups that lack it). Returns what
+    /// changed and the subdirectories to visit next.
+    pub async fn fix_layout(&self, cx: &Cx, dir: Gfid) -> FopResult<Relayout> {
+        let up = self.up();
+        if up.len() < self.n() {
+            return Err(FopError::not_connected(
+                "fix-layout needs every group up: a down group's share cannot be decided",
+            ));
+        }
+        let Some(&lock_group) = up.first() else {
+            return Err(FopError::not_connected("no group is up"));
+        };
+        let lcx = with_owner(&Cx::internal(), new_owner());
+        let lock_child = self.child(lock_group)?;
+        let lock = |kind| {
+            lock_child.inodelk(
+                &lcx,
+                DOMAIN.to_string(),
+                Target::Loc(Loc::inode(dir)),
+                LockWait::Wait,
+                Flock::whole(kind),
+                Xdata::new(),
+            )
+        };
+        lock(LockType::Write).await?;
+        let result = async {
+            let current = self.read_layout(cx, dir).await?;
+            let listing = self.list_all(cx, dir).await?;
+            let mut subdirs: Vec<(String, Gfid)> = Vec::new();
+            let mut empty = true;
+            for (_, entries) in &listing {
+                for e in entries {
+                    if e.kind == FileKind::Dir {
+                        if !subdirs.iter().any(|(n, _)| n == &e.name) {
+                            subdirs.push((e.name.clone(), e.gfid));
+                        }
+                    } else if !is_linkto_entry(e) {
+                        empty = false;
+                    }
+                }
+            }
+            let weights = self.weights(cx).await;
+            let prev = current.is_complete().then_some(&current);
+            let next = layout::compute(
+                &weights,
+                prev,
+                self.hash(&dir.to_string()),
+                current.generation().saturating_add(1),
+                empty,
+            );
+            let same = current.is_complete()
+                && (0..self.n()).all(|g| current.range_of(g) == next.get(g).and_then(|n| n.range));
+            let moved = match prev {
+                Some(p) => layout::moved(p, &next),
+                None => layout::RING,
+            };
+            if !same {
+                self.write_layout(cx, dir, &next).await?;
+            }
+            Ok(Relayout {
+                changed: !same,
+                moved,
+                subdirs,
+            })
+        }
+        .await;
+        let _ = lock(LockType::Unlock).await;
+        result
     }
 
     /// Every entry of `dir` on every up group (without `.`/`..`), read to the end.

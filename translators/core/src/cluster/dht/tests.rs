@@ -69,3 +69,25 @@ fn dht_xattrs_are_stripped_from_replies() {
     assert!(!x.contains(XATTR_LAYOUT));
     assert!(x.contains("user.keep"));
 }
+
+#[test]
+fn one_group_to_two_moves_half_the_ring() {
+    let prev = Layout::new(vec![
+        Some(GroupLayout {
+            generation: 1,
+            settled: true,
+            range: Some(layout::Range {
+                start: 0,
+                end: u32::MAX,
+            }),
+        }),
+        Some(GroupLayout {
+            generation: 1,
+            settled: true,
+            range: None,
+        }),
+    ]);
+    assert!(prev.is_complete());
+    let next = layout::compute(&[100, 100], Some(&prev), 7, 2, false);
+    assert_eq!(layout::moved(&prev, &next), 1 << 31);
+}
