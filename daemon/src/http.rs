@@ -980,26 +980,29 @@ async fn rebalance(
     let me = d.cfg.host.clone();
     match req.action.as_str() {
         "status" => {}
-        "fix-layout-start" => {
+        "fix-layout-start" | "start" => {
             require_admin(&d, &a, &h)?;
             if v.state != cairn_api::VolumeState::Started {
                 return Err(ApiErr::from_msg(format!("volume {name} is not started")));
             }
+            let kind = if req.action == "start" {
+                crate::rebalance::Kind::Migrate
+            } else {
+                crate::rebalance::Kind::FixLayout
+            };
+            let parallel = crate::rebalance::parallel_for(
+                crate::options::effective(&v.options, "cluster.rebal-throttle").unwrap_or("normal"),
+            );
             d.rebalance
-                .start_fix_layout(v, &me)
+                .start(v, &me, kind, &d.cfg.state_dir, parallel)
                 .map_err(ApiErr::from_msg)?;
-            tracing::info!(volume = %name, "fix-layout started");
+            tracing::info!(volume = %name, action = %req.action, "rebalance started");
         }
         "stop" => {
             require_admin(&d, &a, &h)?;
-            d.rebalance.stop(&name).map_err(ApiErr::from_msg)?;
-        }
-        "start" => {
-            return Err(ApiErr::from_msg(format!(
-                "migrating existing files is not in this release: 'volume rebalance {name} \
-                 fix-layout start' lays every directory out over the new bricks so that new \
-                 files use them; existing files stay where they are and stay reachable"
-            )));
+            d.rebalance
+                .stop(&name, &d.cfg.state_dir)
+                .map_err(ApiErr::from_msg)?;
         }
         other => {
             return Err(ApiErr::from_msg(format!(

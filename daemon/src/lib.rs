@@ -72,7 +72,7 @@ pub struct Daemon {
     /// Self-heal workers.
     pub heal: heal::Workers,
     /// Rebalance runs started on this node.
-    pub rebalance: rebalance::Rebalances,
+    pub rebalance: Arc<rebalance::Rebalances>,
 }
 
 impl Daemon {
@@ -117,7 +117,7 @@ impl Daemon {
             reconcile: Notify::new(),
             reachable: Mutex::new(HashMap::new()),
             heal: heal::Workers::default(),
-            rebalance: rebalance::Rebalances::default(),
+            rebalance: Arc::new(rebalance::Rebalances::default()),
         });
         let known: Vec<(String, String, String)> = daemon
             .local_bricks()
@@ -280,6 +280,22 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(self.cfg.state_dir.join("vols").join(name));
         }
         self.commit_state(st)
+    }
+
+    /// Resumes the rebalance runs an earlier `cairnd` on this node left unfinished.
+    pub fn resume_rebalances(&self) {
+        let Ok(cfg) = self.config() else { return };
+        let started: Vec<cairn_api::VolumeConfig> = cfg
+            .volumes
+            .into_iter()
+            .filter(|v| v.state == cairn_api::VolumeState::Started)
+            .collect();
+        self.rebalance
+            .resume(&started, &self.cfg.host, &self.cfg.state_dir, |v| {
+                rebalance::parallel_for(
+                    options::effective(&v.options, "cluster.rebal-throttle").unwrap_or("normal"),
+                )
+            });
     }
 
     /// Creates and stamps this node's bricks of a new volume.

@@ -213,6 +213,14 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "cluster.rebal-throttle",
+        kind: OptionKind::Enum(&["lazy", "normal", "aggressive"]),
+        default: "normal",
+        doc: "How hard a rebalance works: files moved at once (lazy 1, normal 2, aggressive 4), so that clinical reads stay fast.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
         key: "cluster.heal-interval",
         kind: OptionKind::Duration {
             min_ms: 1_000,

@@ -1,33 +1,126 @@
-//! Rebalance runs: `volume rebalance VOL fix-layout start` walks every directory of a
-//! distributed volume through a client graph of its own and lays each one out again over
-//! the volume's current groups (after `add-brick`), moving as little of the hash ring as
-//! possible. Runs on the node that received the command; `status` asks that node.
+//! Rebalance runs, on the node that received the command, each with a client graph of its
+//! own:
 //!
-//! Migration of existing files to their new hashed groups (`rebalance VOL start`) is not
-//! built yet: after a fix-layout, files stay where they are and are found by lookups that
-//! ask every group for names whose directory layout is not settled.
+//! - `volume rebalance VOL fix-layout start` walks every directory breadth-first and lays
+//!   it out again over the volume's current replica sets (after `add-brick`), moving as
+//!   little of the hash ring as possible;
+//! - `volume rebalance VOL start` does the same and then moves every file of the directory
+//!   whose hashed set changed ([`Dht::migrate_file`]: online, under locks, open files
+//!   followed), removes pointers no lookup uses any more, and marks the directory settled
+//!   when every file is where its hash says.
+//!
+//! `cluster.rebal-throttle` sets how many files move at once (lazy 1, normal 2, aggressive
+//! 4). A checkpoint (`STATE_DIR/rebalance/VOL.json`: the directories finished) is written
+//! as the run goes; a `cairnd` that restarts during a run resumes it, skipping what is done.
+//! Every step is idempotent, so running it again is always safe.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_api::{RebalanceStatus, VolumeConfig};
-use cairn_translators::cluster::dht::Dht;
 use cairn_translators::cluster::dht::layout::RING;
-use cairn_translators::{Cx, Gfid, Graph, Loc, Registry, Translator, Xdata};
+use cairn_translators::cluster::dht::{Dht, Migrated, SettleOutcome};
+use cairn_translators::{Cx, FileKind, Gfid, Graph, Loc, Registry, Translator, Xdata};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Layouts only.
+    FixLayout,
+    /// Layouts and files.
+    Migrate,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::FixLayout => "fix-layout",
+            Kind::Migrate => "rebalance",
+        }
+    }
+}
+
+/// The checkpoint of a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    kind: Option<Kind>,
+    /// Still to be finished (a restarted cairnd resumes it).
+    running: bool,
+    /// Directories (gfid) finished.
+    done: BTreeSet<String>,
+}
 
 /// One run.
 struct Run {
     status: Mutex<RebalanceStatus>,
     started: Instant,
     stop: AtomicBool,
+    kind: Kind,
 }
 
 /// The runs of this node, by volume.
 #[derive(Default)]
 pub struct Rebalances {
     runs: Mutex<HashMap<String, Arc<Run>>>,
+}
+
+fn blank(volume: &str, node: &str, kind: &str, state: &str) -> RebalanceStatus {
+    RebalanceStatus {
+        volume: volume.to_string(),
+        node: node.to_string(),
+        kind: kind.to_string(),
+        state: state.to_string(),
+        dirs_scanned: 0,
+        dirs_changed: 0,
+        failures: 0,
+        moved_share: 0.0,
+        files_scanned: 0,
+        files_migrated: 0,
+        files_skipped: 0,
+        files_failed: 0,
+        bytes_migrated: 0,
+        estimate_secs: 0.0,
+        elapsed_secs: 0.0,
+        message: String::new(),
+    }
+}
+
+fn checkpoint_path(state_dir: &Path, volume: &str) -> PathBuf {
+    state_dir.join("rebalance").join(format!("{volume}.json"))
+}
+
+fn load_checkpoint(path: &Path) -> Checkpoint {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_checkpoint(path: &Path, c: &Checkpoint) {
+    let Ok(bytes) = serde_json::to_vec(c) else {
+        return;
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Files moved at once for a `cluster.rebal-throttle` value.
+pub fn parallel_for(throttle: &str) -> usize {
+    match throttle {
+        "lazy" => 1,
+        "aggressive" => 4,
+        _ => 2,
+    }
 }
 
 impl Rebalances {
@@ -46,23 +139,12 @@ impl Rebalances {
                 }
                 s
             }
-            None => RebalanceStatus {
-                volume: volume.to_string(),
-                node: node.to_string(),
-                kind: "fix-layout".into(),
-                state: "not started".into(),
-                dirs_scanned: 0,
-                dirs_changed: 0,
-                failures: 0,
-                moved_share: 0.0,
-                elapsed_secs: 0.0,
-                message: String::new(),
-            },
+            None => blank(volume, node, "rebalance", "not started"),
         }
     }
 
-    /// Asks a running run to stop.
-    pub fn stop(&self, volume: &str) -> Result<(), String> {
+    /// Asks a running run to stop (its checkpoint is kept: `start` again resumes it).
+    pub fn stop(&self, volume: &str, state_dir: &Path) -> Result<(), String> {
         let run = self.runs.lock().ok().and_then(|r| r.get(volume).cloned());
         match run {
             Some(r)
@@ -72,6 +154,10 @@ impl Rebalances {
                     .unwrap_or(false) =>
             {
                 r.stop.store(true, Ordering::SeqCst);
+                let path = checkpoint_path(state_dir, volume);
+                let mut c = load_checkpoint(&path);
+                c.running = false;
+                save_checkpoint(&path, &c);
                 Ok(())
             }
             _ => Err(format!(
@@ -80,8 +166,15 @@ impl Rebalances {
         }
     }
 
-    /// Starts a fix-layout of `v` in the background.
-    pub fn start_fix_layout(&self, v: VolumeConfig, node: &str) -> Result<(), String> {
+    /// Starts a run of `v` in the background (resuming its checkpoint, if any).
+    pub fn start(
+        self: &Arc<Self>,
+        v: VolumeConfig,
+        node: &str,
+        kind: Kind,
+        state_dir: &Path,
+        parallel: usize,
+    ) -> Result<(), String> {
         if v.bricks.len() <= v.replica.max(1) as usize {
             return Err(format!(
                 "volume {} has a single replica set: there is nothing to distribute over",
@@ -104,35 +197,38 @@ impl Rebalances {
             ));
         }
         let run = Arc::new(Run {
-            status: Mutex::new(RebalanceStatus {
-                volume: v.name.clone(),
-                node: node.to_string(),
-                kind: "fix-layout".into(),
-                state: "in progress".into(),
-                dirs_scanned: 0,
-                dirs_changed: 0,
-                failures: 0,
-                moved_share: 0.0,
-                elapsed_secs: 0.0,
-                message: String::new(),
-            }),
+            status: Mutex::new(blank(&v.name, node, kind.name(), "in progress")),
             started: Instant::now(),
             stop: AtomicBool::new(false),
+            kind,
         });
         runs.insert(v.name.clone(), Arc::clone(&run));
         drop(runs);
+        let path = checkpoint_path(state_dir, &v.name);
+        let mut cp = load_checkpoint(&path);
+        if cp.kind != Some(kind) || !cp.running {
+            // A new run (not the resumption of an interrupted one of the same kind).
+            cp = Checkpoint {
+                kind: Some(kind),
+                running: true,
+                done: BTreeSet::new(),
+            };
+        }
+        save_checkpoint(&path, &cp);
         tokio::spawn(async move {
-            let result = fix_layout(&v, &run).await;
+            let result = execute(&v, &run, cp, &path, parallel.max(1)).await;
             let elapsed = run.started.elapsed().as_secs_f64();
+            let stopped = run.stop.load(Ordering::SeqCst);
             if let Ok(mut s) = run.status.lock() {
                 s.elapsed_secs = elapsed;
+                s.estimate_secs = 0.0;
                 match result {
-                    Ok(()) if run.stop.load(Ordering::SeqCst) => s.state = "stopped".into(),
-                    Ok(()) if s.failures > 0 => {
+                    Ok(()) if stopped => s.state = "stopped".into(),
+                    Ok(()) if s.failures > 0 || s.files_failed > 0 => {
                         s.state = "failed".into();
                         s.message = format!(
-                            "{} directories could not be laid out (see the cairnd log); run it again",
-                            s.failures
+                            "{} directories and {} files failed (see the cairnd log); start it again to retry them",
+                            s.failures, s.files_failed
                         );
                     }
                     Ok(()) => s.state = "completed".into(),
@@ -141,33 +237,68 @@ impl Rebalances {
                         s.message = e;
                     }
                 }
-                tracing::info!(volume = %s.volume, state = %s.state, dirs = s.dirs_scanned, changed = s.dirs_changed, "fix-layout ended");
+                tracing::info!(volume = %s.volume, kind = %s.kind, state = %s.state, dirs = s.dirs_scanned, migrated = s.files_migrated, "rebalance ended");
+            }
+            if !stopped {
+                let mut c = load_checkpoint(&path);
+                c.running = false;
+                save_checkpoint(&path, &c);
             }
         });
         Ok(())
     }
+
+    /// Resumes the runs a previous `cairnd` left unfinished (called at start).
+    pub fn resume(
+        self: &Arc<Self>,
+        volumes: &[VolumeConfig],
+        node: &str,
+        state_dir: &Path,
+        parallel: impl Fn(&VolumeConfig) -> usize,
+    ) {
+        for v in volumes {
+            let cp = load_checkpoint(&checkpoint_path(state_dir, &v.name));
+            if let (true, Some(kind)) = (cp.running, cp.kind) {
+                tracing::info!(volume = %v.name, kind = kind.name(), done = cp.done.len(), "resuming an interrupted rebalance");
+                if let Err(e) = self.start(v.clone(), node, kind, state_dir, parallel(v)) {
+                    tracing::warn!(volume = %v.name, error = %e, "could not resume the rebalance");
+                }
+            }
+        }
+    }
 }
 
-async fn fix_layout(v: &VolumeConfig, run: &Run) -> Result<(), String> {
+async fn execute(
+    v: &VolumeConfig,
+    run: &Run,
+    cp: Checkpoint,
+    path: &Path,
+    parallel: usize,
+) -> Result<(), String> {
     let vf = crate::volgen::client_volfile(v);
     let graph = Graph::from_volfile(&vf, &Registry::builtin()).map_err(|e| e.to_string())?;
     graph.start().await.map_err(|e| e.to_string())?;
-    let result = walk(&graph, run).await;
+    let result = walk(&graph, run, cp, path, parallel).await;
     graph.stop().await;
     result
 }
 
-async fn walk(graph: &Graph, run: &Run) -> Result<(), String> {
+async fn walk(
+    graph: &Graph,
+    run: &Run,
+    mut cp: Checkpoint,
+    path: &Path,
+    parallel: usize,
+) -> Result<(), String> {
     let dht = graph
         .find::<Dht>()
         .next()
         .ok_or("the volume's graph has no cluster/distribute")?;
-    // Every group must be reachable: a down group's share cannot be decided.
     let deadline = Instant::now() + Duration::from_secs(30);
     while dht.groups().iter().any(|g| !g.is_up()) {
         if Instant::now() > deadline {
             return Err(
-                "not every replica set is reachable (each needs quorum): fix-layout needs them all"
+                "not every replica set is reachable (each needs quorum): rebalance needs them all"
                     .into(),
             );
         }
@@ -176,45 +307,136 @@ async fn walk(graph: &Graph, run: &Run) -> Result<(), String> {
     let cx = Cx::internal();
     let mut queue: VecDeque<Loc> = VecDeque::from([Loc::inode(Gfid::ROOT)]);
     let mut moved_sum = 0f64;
+    let mut seen_dirs = 0u64;
+    let mut last_save = Instant::now();
     while let Some(loc) = queue.pop_front() {
         if run.stop.load(Ordering::SeqCst) {
+            save_checkpoint(path, &cp);
             return Ok(());
         }
-        // A lookup by name first: it creates the directory on groups that lack it.
+        seen_dirs += 1;
+        // A lookup by name first: it creates the directory on sets that lack it.
         let gfid = match dht.lookup(&cx, loc.clone(), Xdata::new()).await {
             Ok(e) => e.iatt.gfid,
             Err(e) => {
-                tracing::warn!(dir = %loc, error = %e, "fix-layout: lookup failed");
+                tracing::warn!(dir = %loc, error = %e, "rebalance: lookup failed");
                 bump(run, |s| s.failures += 1);
                 continue;
             }
         };
-        match dht.fix_layout(&cx, gfid).await {
-            Ok(r) => {
-                if r.changed {
-                    moved_sum += r.moved as f64 / RING as f64;
-                }
-                bump(run, |s| {
-                    s.dirs_scanned += 1;
-                    if r.changed {
-                        s.dirs_changed += 1;
-                        s.moved_share = moved_sum / s.dirs_changed as f64;
-                    }
-                });
-                for (name, _) in r.subdirs {
-                    queue.push_back(Loc::entry(gfid, name));
-                }
-            }
+        let key = gfid.to_string();
+        let relayout = match dht.fix_layout(&cx, gfid).await {
+            Ok(r) => r,
             Err(e) => {
-                tracing::warn!(dir = %loc, error = %e, "fix-layout: could not lay a directory out");
+                tracing::warn!(dir = %loc, error = %e, "rebalance: could not lay a directory out");
                 bump(run, |s| {
                     s.dirs_scanned += 1;
                     s.failures += 1;
                 });
+                continue;
+            }
+        };
+        if relayout.changed {
+            moved_sum += relayout.moved as f64 / RING as f64;
+        }
+        bump(run, |s| {
+            s.dirs_scanned += 1;
+            if relayout.changed {
+                s.dirs_changed += 1;
+                s.moved_share = moved_sum / s.dirs_changed as f64;
+            }
+        });
+        for (name, _) in &relayout.subdirs {
+            queue.push_back(Loc::entry(gfid, name.clone()));
+        }
+        if run.kind == Kind::Migrate && !cp.done.contains(&key) {
+            let clean = migrate_dir(dht, &cx, gfid, run, parallel).await;
+            if clean {
+                match dht.settle_dir(&cx, gfid).await {
+                    Ok(SettleOutcome::Settled) => {}
+                    Ok(SettleOutcome::Unsettled(why)) => {
+                        tracing::info!(dir = %loc, why = %why, "directory left unsettled")
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %loc, error = %e, "could not settle a directory")
+                    }
+                }
+                cp.done.insert(key);
+            }
+        }
+        let queued = queue.len() as u64;
+        let elapsed = run.started.elapsed().as_secs_f64();
+        bump(run, |s| {
+            s.estimate_secs = if seen_dirs > 0 {
+                elapsed / seen_dirs as f64 * queued as f64
+            } else {
+                0.0
+            };
+        });
+        if last_save.elapsed() > Duration::from_secs(2) {
+            save_checkpoint(path, &cp);
+            last_save = Instant::now();
+        }
+    }
+    save_checkpoint(path, &cp);
+    Ok(())
+}
+
+/// Moves the files of one directory; true when none failed or was skipped.
+async fn migrate_dir(dht: &Dht, cx: &Cx, dir: Gfid, run: &Run, parallel: usize) -> bool {
+    let listing = match dht.list_all(cx, dir).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(dir = %dir, error = %e, "rebalance: could not list a directory");
+            bump(run, |s| s.failures += 1);
+            return false;
+        }
+    };
+    let mut names = BTreeSet::new();
+    for (_, entries) in listing {
+        for e in entries {
+            let pointer = e
+                .iatt
+                .as_ref()
+                .is_some_and(|a| a.perm & 0o7777 == cairn_translators::cluster::dht::LINKTO_MODE);
+            if e.kind != FileKind::Dir && !pointer {
+                names.insert(e.name);
             }
         }
     }
-    Ok(())
+    let results: Vec<(String, Result<Migrated, cairn_translators::FopError>)> =
+        futures::stream::iter(names.into_iter().map(|name| async move {
+            if run.stop.load(Ordering::SeqCst) {
+                return (name, Ok(Migrated::Skipped("stopped".into())));
+            }
+            let r = dht.migrate_file(cx, dir, &name).await;
+            (name, r)
+        }))
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let mut clean = true;
+    for (name, r) in results {
+        bump(run, |s| s.files_scanned += 1);
+        match r {
+            Ok(Migrated::Moved { bytes }) => bump(run, |s| {
+                s.files_migrated += 1;
+                s.bytes_migrated += bytes;
+            }),
+            Ok(Migrated::InPlace) => {}
+            Ok(Migrated::Skipped(why)) => {
+                clean = false;
+                tracing::info!(dir = %dir, file = %name, why = %why, "rebalance: file skipped");
+                bump(run, |s| s.files_skipped += 1);
+            }
+            Err(e) => {
+                clean = false;
+                tracing::warn!(dir = %dir, file = %name, error = %e, "rebalance: could not move a file");
+                bump(run, |s| s.files_failed += 1);
+            }
+        }
+    }
+    clean
 }
 
 fn bump(run: &Run, f: impl FnOnce(&mut RebalanceStatus)) {

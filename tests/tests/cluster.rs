@@ -891,3 +891,185 @@ fn add_brick_then_fix_layout_grows_a_volume_online() {
     drop(m);
     n1.ok(&["volume", "stop", "grow"]);
 }
+
+/// The set (0 or 1) that `name` hashes to in directory `rel`, from the bricks' layouts.
+fn hashed_set(set_dirs: [&Path; 2], rel: &str, name: &str) -> Option<usize> {
+    use cairn_translators::cluster::dht::layout::{GroupLayout, Layout, XATTR_LAYOUT, name_hash};
+    let slot = |d: &Path| {
+        let mut buf = vec![0u8; 64];
+        let n = rustix::fs::lgetxattr(d.join(rel), XATTR_LAYOUT, &mut buf).ok()?;
+        GroupLayout::decode(&buf[..n]).ok()
+    };
+    Layout::new(vec![slot(set_dirs[0]), slot(set_dirs[1])]).group_for(name_hash(name, true))
+}
+
+#[test]
+fn rebalance_moves_files_online_keeps_every_write_and_resumes_after_a_restart() {
+    let mut p = pool(10);
+    let set1 = bricks(&p, "mig1");
+    let set2 = bricks(&p, "mig2");
+    let mut args = vec!["volume", "create", "mig", "replica", "3"];
+    args.extend(set1.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    p.nodes[0].ok(&["volume", "set", "mig", "cluster.rebal-throttle", "lazy"]);
+    p.nodes[0].ok(&["volume", "start", "mig"]);
+    let mnt = p.tmp.path().join("mnt-mig");
+    let m = mount_from_server("127.77.10.2:/mig", &mnt, &[]).unwrap();
+    fs::create_dir_all(mnt.join("s/t")).unwrap();
+    let n = 300;
+    for i in 0..n {
+        fs::write(mnt.join(format!("s/f{i}")), pattern(3000 + i, i as u64)).unwrap();
+    }
+    fs::write(mnt.join("s/t/deep"), b"deep").unwrap();
+    let mut args = vec!["volume", "add-brick", "mig", "replica", "3"];
+    args.extend(set2.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    assert!(
+        eventually(Duration::from_secs(45), || m
+            .log_text()
+            .contains("switched")),
+        "client switched graphs"
+    );
+    let d1 = Path::new(set1[0].split_once(':').unwrap().1).to_path_buf();
+    let d2 = Path::new(set2[0].split_once(':').unwrap().1).to_path_buf();
+
+    // While it runs: a writer appends to an open file, a reader checks others.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), mnt.join("s/f1"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            let mut written = Vec::new();
+            let mut k = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || k < 20 {
+                let chunk = format!("[write {k}]");
+                f.write_all(chunk.as_bytes()).unwrap();
+                written.extend_from_slice(chunk.as_bytes());
+                k += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            f.sync_all().unwrap();
+            written
+        })
+    };
+    let reader = {
+        let (stop, mnt) = (stop.clone(), mnt.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            let mut i = 2;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let got = fs::read(mnt.join(format!("s/f{i}"))).unwrap();
+                assert_eq!(got, pattern(3000 + i, i as u64), "s/f{i} during rebalance");
+                reads += 1;
+                i = 2 + (i + 7) % (n - 2);
+            }
+            reads
+        })
+    };
+
+    let out = p.nodes[0].ok(&["volume", "rebalance", "mig", "start"]);
+    assert!(out.contains("rebalance started"), "{out}");
+    // Interrupt it: the node that runs it restarts mid-way and resumes by itself.
+    let t0 = Instant::now();
+    loop {
+        let s = json(&p.nodes[0].ok(&["--json", "volume", "rebalance", "mig", "status"]));
+        assert_ne!(
+            s.get_str("state"),
+            "completed",
+            "restart came too late: {s:?}"
+        );
+        if s.get_num("files_migrated") >= 1.0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "files never started moving: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    p.nodes[0].restart();
+    assert!(
+        eventually(Duration::from_secs(10), || p.nodes[0]
+            .log_text()
+            .contains("resuming an interrupted rebalance")),
+        "the restarted cairnd resumes the run:\n{}",
+        p.nodes[0].log_text()
+    );
+    let mut last = serde_json::Value::Null;
+    let done = eventually(Duration::from_secs(60), || {
+        last = json(&p.nodes[0].ok(&["--json", "volume", "rebalance", "mig", "status"]));
+        last.get_str("state") == "completed"
+    });
+    assert!(
+        done || eventually(Duration::from_secs(1), || {
+            last = json(&p.nodes[0].ok(&["--json", "volume", "rebalance", "mig", "status"]));
+            last.get_str("state") == "completed"
+        }),
+        "the resumed rebalance completes: {last:?}\ncairnd log:\n{}\nmount log:\n{}",
+        p.nodes[0].log_text(),
+        m.log_text()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    let reads = reader.join().unwrap();
+    assert!(reads > 0);
+    assert_eq!(last.get_num("files_failed"), 0.0, "{last:?}");
+
+    // Every acknowledged write is there, in order.
+    let mut want = pattern(3001, 1);
+    want.extend_from_slice(&written);
+    assert_eq!(
+        fs::read(mnt.join("s/f1")).unwrap(),
+        want,
+        "appends made while it moved"
+    );
+    // Every file is in its hashed set and only there; no pointer is left; the directory is
+    // settled; about half the files moved.
+    let mut on_new = 0;
+    for i in 0..n {
+        let name = format!("f{i}");
+        let h = hashed_set([&d1, &d2], "s", &name).expect("layout covers the ring");
+        let in1 = d1.join("s").join(&name).exists();
+        let in2 = d2.join("s").join(&name).exists();
+        assert_eq!((in1, in2), (h == 0, h == 1), "s/{name} is only in set {h}");
+        if h == 1 {
+            on_new += 1;
+        }
+        if i != 1 {
+            assert_eq!(
+                fs::read(mnt.join(format!("s/{name}"))).unwrap(),
+                pattern(3000 + i, i as u64)
+            );
+        }
+    }
+    assert!(
+        (n / 4..=3 * n / 4).contains(&on_new),
+        "about half the files belong to the new set: {on_new}/{n}"
+    );
+    for d in [&d1, &d2] {
+        for ent in fs::read_dir(d.join("s")).unwrap() {
+            let meta = ent.unwrap().metadata().unwrap();
+            assert!(
+                !(meta.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+                        == 0o1000),
+                "no pointer left in {}",
+                d.display()
+            );
+        }
+    }
+    let mut buf = [0u8; 64];
+    let len = rustix::fs::lgetxattr(d2.join("s"), "trusted.cairn.dht.layout", &mut buf).unwrap();
+    assert!(
+        len == 14 && buf[1] & 1 == 1,
+        "the directory's layout is settled"
+    );
+    assert_eq!(fs::read(mnt.join("s/t/deep")).unwrap(), b"deep");
+    let listed = fs::read_dir(mnt.join("s")).unwrap().count();
+    assert_eq!(listed, n + 1, "each name listed once");
+    drop(m);
+    p.nodes[0].ok(&["volume", "stop", "mig"]);
+}

@@ -93,14 +93,25 @@ impl Store {
     /// starts with its value (replication asks for its counters this way, in the same
     /// round trip).
     pub(crate) fn lookup(&self, loc: &Loc, xdata: &Xdata) -> FopResult<Entry> {
-        let (path, iatt) = self.stat_loc(loc).map_err(|e| {
+        let found = self.stat_loc(loc).map_err(|e| {
             // `.cairn` at the root does not exist as far as clients know.
             if e.errno == libc::EPERM {
                 FopError::new(libc::ENOENT, e.msg)
             } else {
                 e
             }
-        })?;
+        });
+        let (path, iatt) = match found {
+            // A miss judged with a stale layout is not definite: say so (distribute reloads
+            // the layout and looks again).
+            Err(e) if e.errno == libc::ENOENT => {
+                if let Some(parent) = loc.parent {
+                    self.check_layout_gen(parent, xdata)?;
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         let mut reply = Xdata::new();
         let prefixes = lookup_prefixes(xdata);
         if !prefixes.is_empty() {

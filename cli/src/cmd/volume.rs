@@ -130,8 +130,11 @@ pub enum Volume {
     /// Rebalance: VOL fix-layout start | start | stop | status.
     ///
     /// `fix-layout start` lays every directory out again over the volume's replica sets
-    /// (after add-brick), moving as little of the hash ring as possible, in the background
-    /// on the node that receives the command; `status` shows its progress there.
+    /// (after add-brick), moving as little of the hash ring as possible; `start` does that
+    /// and moves every file whose replica set changed, online (throttled by
+    /// cluster.rebal-throttle; resumed after a cairnd restart). Both run in the background
+    /// on the node that receives the command; `status` there shows the progress, `stop`
+    /// stops it (start again to resume).
     Rebalance {
         /// The volume.
         #[arg(value_name = "VOL")]
@@ -214,7 +217,7 @@ pub fn parse_rebalance(words: &[String]) -> Result<&'static str, String> {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
         ["fix-layout", "start"] => Ok("fix-layout-start"),
-        ["start"] => Ok("start"),
+        ["start"] | ["start", "force"] => Ok("start"),
         ["stop"] => Ok("stop"),
         ["status"] => Ok("status"),
         _ => Err(format!(
@@ -697,23 +700,33 @@ impl Volume {
                     return api::json(&st);
                 }
                 let mut text = format!(
-                    "{:<20} {:>12} {:>12} {:>9} {:>12} {:>13}  {}\n",
+                    "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>11} {:>8} {:>10} {:>9}  {}\n",
                     "Node",
-                    "dirs scanned",
-                    "dirs changed",
-                    "failures",
-                    "ring moved",
-                    "run time (s)",
+                    "dirs",
+                    "changed",
+                    "files",
+                    "migrated",
+                    "skipped",
+                    "failed",
+                    "size",
+                    "ring",
+                    "run time",
+                    "left",
                     "status"
                 );
                 text.push_str(&format!(
-                    "{:<20} {:>12} {:>12} {:>9} {:>11.1}% {:>13.1}  {} {}\n",
+                    "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7.1}% {:>9.1}s {:>8.0}s  {} {}\n",
                     st.node,
                     st.dirs_scanned,
                     st.dirs_changed,
-                    st.failures,
+                    st.files_scanned,
+                    st.files_migrated,
+                    st.files_skipped,
+                    st.files_failed + st.failures,
+                    crate::render::human_size(st.bytes_migrated),
                     st.moved_share * 100.0,
                     st.elapsed_secs,
+                    st.estimate_secs,
                     st.kind,
                     st.state
                 ));
@@ -721,9 +734,14 @@ impl Volume {
                     text.push_str(&st.message);
                     text.push('\n');
                 }
-                if action == "fix-layout-start" {
+                if action == "fix-layout-start" || action == "start" {
+                    let what = if action == "start" {
+                        "rebalance"
+                    } else {
+                        "fix-layout"
+                    };
                     text = format!(
-                        "volume rebalance: {name}: success: fix-layout started; watch it with 'volume rebalance {name} status'\n{text}"
+                        "volume rebalance: {name}: success: {what} started; watch it with 'volume rebalance {name} status'\n{text}"
                     );
                 }
                 Ok(Output::done(text.trim_end().to_string(), &st.state))

@@ -615,7 +615,7 @@ pub struct RebalanceStatus {
     pub volume: String,
     /// The node running it.
     pub node: String,
-    /// `fix-layout`.
+    /// `fix-layout` or `rebalance` (fix-layout and migration of files).
     pub kind: String,
     /// `not started`, `in progress`, `completed`, `stopped` or `failed`.
     pub state: String,
@@ -627,6 +627,24 @@ pub struct RebalanceStatus {
     pub failures: u64,
     /// Share of the hash ring that changed group, averaged over the directories rewritten.
     pub moved_share: f64,
+    /// Files looked at (rebalance start).
+    #[serde(default)]
+    pub files_scanned: u64,
+    /// Files moved to their new replica set.
+    #[serde(default)]
+    pub files_migrated: u64,
+    /// Files left where they are (hard links, symlinks, busy names), still reachable.
+    #[serde(default)]
+    pub files_skipped: u64,
+    /// Files that could not be moved (errors; see the log).
+    #[serde(default)]
+    pub files_failed: u64,
+    /// Bytes of contents moved.
+    #[serde(default)]
+    pub bytes_migrated: u64,
+    /// Rough seconds left, from the share of directories done (0 when unknown).
+    #[serde(default)]
+    pub estimate_secs: f64,
     /// Seconds since the run started (until it ended).
     pub elapsed_secs: f64,
     /// What went wrong, or a note.

@@ -204,6 +204,8 @@ struct AfrFd {
     last_change: Mutex<Instant>,
     /// The idle-unlock task.
     idle: Mutex<Option<JoinHandle<()>>>,
+    /// When the eager lock was taken (it is given up after a while even when busy).
+    locked_at: Mutex<Option<Instant>>,
     /// For directories: the child readdir reads from.
     read_child: AtomicUsize,
 }
@@ -321,6 +323,113 @@ impl Afr {
             *held = false;
             if let Some(t) = a.idle.lock().ok().and_then(|mut t| t.take()) {
                 t.abort();
+            }
+        }
+    }
+
+    /// A lock (or unlock) on every up brick. A waiting lock is first tried on all bricks at
+    /// once without waiting; if another owner holds it somewhere, what was taken is given
+    /// back and the lock is taken brick after brick in brick order — two clients locking
+    /// in parallel could otherwise each hold some bricks and wait for the other's forever.
+    async fn lock_everywhere(
+        &self,
+        cx: &Cx,
+        up: &[usize],
+        wait: LockWait,
+        kind: LockType,
+        req: &(dyn Fn(LockWait, LockType) -> Request + Sync),
+    ) -> FopResult<()> {
+        let done = |out: Outcome| {
+            if out.ok.is_empty() {
+                Err(out.error())
+            } else {
+                Ok(())
+            }
+        };
+        if kind == LockType::Unlock || wait == LockWait::NoWait {
+            return done(Outcome::from(
+                txn::fan(&self.children, cx, up, &|_| req(wait, kind)).await,
+            ));
+        }
+        let fast = txn::fan(&self.children, cx, up, &|_| req(LockWait::NoWait, kind)).await;
+        if !fast
+            .iter()
+            .any(|(_, r)| r.as_ref().err().is_some_and(txn::contended))
+        {
+            return done(Outcome::from(fast));
+        }
+        let got: Vec<usize> = fast
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        txn::fan(&self.children, cx, &got, &|_| {
+            req(LockWait::NoWait, LockType::Unlock)
+        })
+        .await;
+        let mut results = Vec::new();
+        for &i in up {
+            if let Some(c) = self.children.get(i) {
+                results.push((
+                    i,
+                    crate::wire::dispatch(&**c, cx, req(LockWait::Wait, kind)).await,
+                ));
+            }
+        }
+        done(Outcome::from(results))
+    }
+
+    /// Takes a write inodelk in `domain` on every up brick, one brick after the other in
+    /// brick order (the order replicate's own contended changes use, so the two never
+    /// deadlock). Returns the bricks locked; on failure nothing stays locked.
+    pub async fn lock_ordered(&self, cx: &Cx, domain: &str, gfid: Gfid) -> FopResult<Vec<usize>> {
+        let mut locked = Vec::new();
+        for i in self.up_children() {
+            let Some(c) = self.children.get(i) else {
+                continue;
+            };
+            let r = c
+                .inodelk(
+                    cx,
+                    domain.to_string(),
+                    Target::Loc(Loc::inode(gfid)),
+                    LockWait::Wait,
+                    Flock::whole(LockType::Write),
+                    Xdata::new(),
+                )
+                .await;
+            match r {
+                Ok(()) => locked.push(i),
+                Err(e) => {
+                    self.unlock_bricks(cx, domain, gfid, &locked).await;
+                    return Err(e);
+                }
+            }
+        }
+        if !self.quorum_met(&locked) {
+            self.unlock_bricks(cx, domain, gfid, &locked).await;
+            return Err(FopError::not_connected(format!(
+                "could not lock a quorum of {}",
+                self.base.name()
+            )));
+        }
+        Ok(locked)
+    }
+
+    /// Releases what [`Afr::lock_ordered`] took.
+    pub async fn unlock_bricks(&self, cx: &Cx, domain: &str, gfid: Gfid, bricks: &[usize]) {
+        for &i in bricks {
+            if let Some(c) = self.children.get(i) {
+                let _ = c
+                    .inodelk(
+                        cx,
+                        domain.to_string(),
+                        Target::Loc(Loc::inode(gfid)),
+                        LockWait::Wait,
+                        Flock::whole(LockType::Unlock),
+                        Xdata::new(),
+                    )
+                    .await;
             }
         }
     }
@@ -525,6 +634,7 @@ impl Afr {
                 inflight: AtomicUsize::new(0),
                 last_change: Mutex::new(Instant::now()),
                 idle: Mutex::new(None),
+                locked_at: Mutex::new(None),
                 read_child: AtomicUsize::new(usize::MAX),
             });
             fd.set_ctx(FD_KEY, Arc::clone(&a));
@@ -653,6 +763,9 @@ impl Afr {
                 };
                 *held = true;
                 drop(held);
+                if let Ok(mut t) = a.locked_at.lock() {
+                    *t = Some(Instant::now());
+                }
                 self.note_eager(gfid, &a);
                 self.arm_idle_unlock(fd, &a);
                 results
@@ -685,11 +798,20 @@ impl Afr {
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(idle).await;
+                // Released when idle, and also after being held a while even by a busy
+                // writer, so that others waiting for the lock (another client, a
+                // rebalance moving the file) get their turn between two writes.
                 let quiet = a2
                     .last_change
                     .lock()
                     .map(|t| t.elapsed() >= idle)
-                    .unwrap_or(true);
+                    .unwrap_or(true)
+                    || a2
+                        .locked_at
+                        .lock()
+                        .ok()
+                        .and_then(|t| *t)
+                        .is_some_and(|t| t.elapsed() >= idle * 2);
                 if !quiet {
                     continue;
                 }
@@ -710,6 +832,9 @@ impl Afr {
                         }
                     }
                     *held = false;
+                    if let Ok(mut t) = a2.locked_at.lock() {
+                        *t = None;
+                    }
                 }
                 break;
             }
@@ -1639,21 +1764,14 @@ impl Translator for Afr {
         xdata: Xdata,
     ) -> FopResult<()> {
         let up = self.up_children();
-        let out = Outcome::from(
-            txn::fan(&self.children, cx, &up, &|_| Request::Inodelk {
-                domain: domain.clone(),
-                target: target.clone(),
-                wait,
-                lock,
-                xdata: xdata.clone(),
-            })
-            .await,
-        );
-        if out.ok.is_empty() {
-            Err(out.error())
-        } else {
-            Ok(())
-        }
+        let req = |w: LockWait, k: LockType| Request::Inodelk {
+            domain: domain.clone(),
+            target: target.clone(),
+            wait: w,
+            lock: Flock { kind: k, ..lock },
+            xdata: xdata.clone(),
+        };
+        self.lock_everywhere(cx, &up, wait, lock.kind, &req).await
     }
 
     async fn entrylk(
@@ -1667,22 +1785,15 @@ impl Translator for Afr {
         xdata: Xdata,
     ) -> FopResult<()> {
         let up = self.up_children();
-        let out = Outcome::from(
-            txn::fan(&self.children, cx, &up, &|_| Request::Entrylk {
-                domain: domain.clone(),
-                loc: loc.clone(),
-                name: name.clone(),
-                wait,
-                kind,
-                xdata: xdata.clone(),
-            })
-            .await,
-        );
-        if out.ok.is_empty() {
-            Err(out.error())
-        } else {
-            Ok(())
-        }
+        let req = |w: LockWait, k: LockType| Request::Entrylk {
+            domain: domain.clone(),
+            loc: loc.clone(),
+            name: name.clone(),
+            wait: w,
+            kind: k,
+            xdata: xdata.clone(),
+        };
+        self.lock_everywhere(cx, &up, wait, kind, &req).await
     }
 
     async fn fallocate(

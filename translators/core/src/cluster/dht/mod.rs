@@ -148,6 +148,12 @@ const STALE_RETRIES: usize = 4;
 /// Distribute's state on an open file.
 struct DhtFile {
     group: AtomicUsize,
+    /// After the file moved to another group (rebalance) while open: that group and the
+    /// file opened there.
+    moved: Mutex<Option<(usize, Fd)>>,
+    /// A change through this fd reported the file unlinked and it was found nowhere else:
+    /// it really is an open, unlinked file (no need to look again).
+    orphan: std::sync::atomic::AtomicBool,
 }
 
 /// Distribute's state on an open directory: one open directory per group.
@@ -204,8 +210,10 @@ fn is_gone(e: &FopError) -> bool {
     e.errno == libc::ENOENT || e.errno == libc::ESTALE
 }
 
+/// A pointer (or a file being moved here by a rebalance, which points back at its source
+/// until the copy is done): mode exactly `01000`. Lookups also check the linkto xattr.
 fn is_linkto(e: &Entry) -> bool {
-    e.iatt.kind == FileKind::File && e.iatt.perm & 0o7777 == LINKTO_MODE && e.iatt.size == 0
+    e.iatt.kind == FileKind::File && e.iatt.perm & 0o7777 == LINKTO_MODE
 }
 
 fn strip(x: &mut Xdata) {
@@ -898,13 +906,35 @@ impl Dht {
     /// Resolves `name` in `parent`: the hashed group first, then (when the layout is not
     /// settled or a linkto is stale) every group.
     async fn resolve(&self, cx: &Cx, loc: &Loc, xdata: &Xdata) -> FopResult<Resolved> {
+        let (parent, _) = loc.parent_and_name()?;
+        let mut tries = 0;
+        loop {
+            match self.resolve_once(cx, loc, xdata).await {
+                // The hashed group holds a newer layout than ours: a miss there meant
+                // nothing. Reload it and look again.
+                Err(e) if e.errno == libc::ESTALE && tries < STALE_RETRIES => {
+                    tries += 1;
+                    self.reload_layout(cx, parent).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn resolve_once(&self, cx: &Cx, loc: &Loc, xdata: &Xdata) -> FopResult<Resolved> {
         let (parent, name) = loc.parent_and_name()?;
         let layout = self.layout(cx, parent).await?;
         let hashed = layout.group_for(self.hash(name));
         let x = lookup_xdata(xdata);
         if let Some(h) = hashed {
             let c = self.child(h)?;
-            match c.lookup(cx, loc.clone(), x.clone()).await {
+            // With a settled layout a miss is final: let the brick check it is current.
+            let hx = if layout.is_settled() {
+                gen_xdata(&x, &layout)
+            } else {
+                x.clone()
+            };
+            match c.lookup(cx, loc.clone(), hx).await {
                 Ok(e) if e.iatt.kind == FileKind::Dir => {
                     let entry = self.lookup_dir(cx, loc, xdata, Some((h, e))).await?;
                     return Ok(Resolved {
@@ -949,7 +979,7 @@ impl Dht {
                         linkto: None,
                     });
                 }
-                Err(e) if is_gone(&e) => {
+                Err(e) if e.errno == libc::ENOENT => {
                     if self.cfg.lookup_optimize && layout.is_settled() {
                         return Err(e);
                     }
@@ -1294,19 +1324,73 @@ impl Dht {
             FD_KEY,
             Arc::new(DhtFile {
                 group: AtomicUsize::new(g),
+                moved: Mutex::new(None),
+                orphan: std::sync::atomic::AtomicBool::new(false),
             }),
         );
     }
 
-    /// The group an open file lives in.
-    async fn fd_group(&self, cx: &Cx, fd: &Fd) -> FopResult<usize> {
+    /// Where the fops of an open file go: its group and the fd to use there (the file may
+    /// have been reopened in another group after a rebalance moved it).
+    async fn fd_route(&self, cx: &Cx, fd: &Fd) -> FopResult<(usize, Fd)> {
         if let Some(f) = fd.ctx::<DhtFile>(FD_KEY) {
-            return Ok(f.group.load(Ordering::SeqCst));
+            if let Some((g, moved)) = f.moved.lock().ok().and_then(|m| m.clone()) {
+                return Ok((g, moved));
+            }
+            return Ok((f.group.load(Ordering::SeqCst), fd.clone()));
         }
         match self.group_of(cx, fd.gfid()).await? {
-            Node::File(g) => Ok(g),
-            Node::Dir(_) => self.dir_read_group(),
+            Node::File(g) => Ok((g, fd.clone())),
+            Node::Dir(_) => Ok((self.dir_read_group()?, fd.clone())),
         }
+    }
+
+    /// A change through an open file answered with `nlink == 0`: either the file was
+    /// unlinked (it stays an open orphan) or a rebalance moved it to another group while
+    /// it was open. In the second case the file is opened there and the change must be
+    /// made again there. Returns the new route.
+    async fn follow_migration(
+        &self,
+        cx: &Cx,
+        fd: &Fd,
+        from: usize,
+        after: &Iatt,
+    ) -> FopResult<Option<(usize, Fd)>> {
+        if after.nlink != 0 || after.kind != FileKind::File {
+            return Ok(None);
+        }
+        let Some(f) = fd.ctx::<DhtFile>(FD_KEY) else {
+            return Ok(None);
+        };
+        if f.orphan.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let gfid = fd.gfid();
+        self.forget(gfid);
+        let to = match self.find_inode(cx, gfid).await {
+            Ok(Node::File(g)) if g != from => g,
+            _ => {
+                f.orphan.store(true, Ordering::SeqCst);
+                return Ok(None);
+            }
+        };
+        let flags = fd.flags() & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        let nfd = Fd::new(gfid, flags);
+        self.child(to)?
+            .open(cx, Loc::inode(gfid), flags, nfd.clone(), Xdata::new())
+            .await?;
+        tracing::info!(%gfid, from = %self.names[from], to = %self.names[to], "an open file moved to another group; following it");
+        let old = f
+            .moved
+            .lock()
+            .ok()
+            .and_then(|mut m| m.replace((to, nfd.clone())));
+        if let Some((g, ofd)) = old
+            && let Ok(c) = self.child(g)
+        {
+            let _ = c.release(cx, ofd).await;
+        }
+        Ok(Some((to, nfd)))
     }
 
     // ---- readdir cookies -------------------------------------------------------------------
@@ -1345,7 +1429,7 @@ fn is_linkto_entry(e: &DirEntry) -> bool {
     e.kind == FileKind::File
         && e.iatt
             .as_ref()
-            .is_some_and(|a| a.perm & 0o7777 == LINKTO_MODE && a.size == 0)
+            .is_some_and(|a| a.perm & 0o7777 == LINKTO_MODE)
 }
 
 fn boxed<'a, T: Send + 'a>(
@@ -1411,8 +1495,8 @@ impl Translator for Dht {
         if let Target::Fd(fd) = &target
             && fd.ctx::<DhtDir>(FD_KEY).is_none()
         {
-            let g = self.fd_group(cx, fd).await?;
-            return self.child(g)?.stat(cx, target, xdata).await;
+            let (g, cfd) = self.fd_route(cx, fd).await?;
+            return self.child(g)?.stat(cx, Target::Fd(cfd), xdata).await;
         }
         let gfid = target.gfid().unwrap_or(Gfid::NULL);
         if matches!(self.known(gfid), Some(Node::Dir(_))) || gfid.is_root() {
@@ -1449,8 +1533,19 @@ impl Translator for Dht {
             }
             Node::File(_) => {
                 if let Target::Fd(fd) = &target {
-                    let g = self.fd_group(cx, fd).await?;
-                    return self.child(g)?.setattr(cx, target, attr, xdata).await;
+                    let (g, cfd) = self.fd_route(cx, fd).await?;
+                    let r = self
+                        .child(g)?
+                        .setattr(cx, Target::Fd(cfd), attr.clone(), xdata.clone())
+                        .await?;
+                    return match self.follow_migration(cx, fd, g, &r).await? {
+                        Some((g2, nfd)) => {
+                            self.child(g2)?
+                                .setattr(cx, Target::Fd(nfd), attr, xdata)
+                                .await
+                        }
+                        None => Ok(r),
+                    };
                 }
                 self.on_inode(cx, gfid, |c, _| {
                     let a1 = target.clone();
@@ -1465,8 +1560,19 @@ impl Translator for Dht {
 
     async fn truncate(&self, cx: &Cx, target: Target, size: u64, xdata: Xdata) -> FopResult<Iatt> {
         if let Target::Fd(fd) = &target {
-            let g = self.fd_group(cx, fd).await?;
-            return self.child(g)?.truncate(cx, target, size, xdata).await;
+            let (g, cfd) = self.fd_route(cx, fd).await?;
+            let r = self
+                .child(g)?
+                .truncate(cx, Target::Fd(cfd), size, xdata.clone())
+                .await?;
+            return match self.follow_migration(cx, fd, g, &r).await? {
+                Some((g2, nfd)) => {
+                    self.child(g2)?
+                        .truncate(cx, Target::Fd(nfd), size, xdata)
+                        .await
+                }
+                None => Ok(r),
+            };
         }
         let gfid = target.gfid().unwrap_or(Gfid::NULL);
         self.on_inode(cx, gfid, |c, _| {
@@ -1816,7 +1922,7 @@ impl Translator for Dht {
         size: u32,
         xdata: Xdata,
     ) -> FopResult<Payload> {
-        let g = self.fd_group(cx, &fd).await?;
+        let (g, fd) = self.fd_route(cx, &fd).await?;
         self.child(g)?.read(cx, fd, offset, size, xdata).await
     }
 
@@ -1828,26 +1934,39 @@ impl Translator for Dht {
         data: Payload,
         xdata: Xdata,
     ) -> FopResult<Iatt> {
-        let g = self.fd_group(cx, &fd).await?;
-        self.child(g)?.write(cx, fd, offset, data, xdata).await
+        let (g, cfd) = self.fd_route(cx, &fd).await?;
+        let r = self
+            .child(g)?
+            .write(cx, cfd, offset, data.clone(), xdata.clone())
+            .await?;
+        match self.follow_migration(cx, &fd, g, &r).await? {
+            Some((g2, nfd)) => self.child(g2)?.write(cx, nfd, offset, data, xdata).await,
+            None => Ok(r),
+        }
     }
 
     async fn flush(&self, cx: &Cx, fd: Fd, xdata: Xdata) -> FopResult<()> {
-        let g = self.fd_group(cx, &fd).await?;
+        let (g, fd) = self.fd_route(cx, &fd).await?;
         self.child(g)?.flush(cx, fd, xdata).await
     }
 
     async fn fsync(&self, cx: &Cx, fd: Fd, datasync: bool, xdata: Xdata) -> FopResult<()> {
-        let g = self.fd_group(cx, &fd).await?;
+        let (g, fd) = self.fd_route(cx, &fd).await?;
         self.child(g)?.fsync(cx, fd, datasync, xdata).await
     }
 
     async fn release(&self, cx: &Cx, fd: Fd) -> FopResult<()> {
-        let g = match fd.take_ctx::<DhtFile>(FD_KEY) {
-            Some(f) => f.group.load(Ordering::SeqCst),
-            None => return Ok(()),
+        let Some(f) = fd.take_ctx::<DhtFile>(FD_KEY) else {
+            return Ok(());
         };
-        self.child(g)?.release(cx, fd).await
+        if let Some((g, moved)) = f.moved.lock().ok().and_then(|mut m| m.take())
+            && let Ok(c) = self.child(g)
+        {
+            let _ = c.release(cx, moved).await;
+        }
+        self.child(f.group.load(Ordering::SeqCst))?
+            .release(cx, fd)
+            .await
     }
 
     async fn opendir(&self, cx: &Cx, loc: Loc, fd: Fd, xdata: Xdata) -> FopResult<()> {
@@ -2227,7 +2346,7 @@ impl Translator for Dht {
         len: u64,
         xdata: Xdata,
     ) -> FopResult<()> {
-        let g = self.fd_group(cx, &fd).await?;
+        let (g, fd) = self.fd_route(cx, &fd).await?;
         self.child(g)?
             .fallocate(cx, fd, mode, offset, len, xdata)
             .await
@@ -2241,7 +2360,7 @@ impl Translator for Dht {
         whence: Whence,
         xdata: Xdata,
     ) -> FopResult<u64> {
-        let g = self.fd_group(cx, &fd).await?;
+        let (g, fd) = self.fd_route(cx, &fd).await?;
         self.child(g)?.lseek(cx, fd, offset, whence, xdata).await
     }
 
@@ -2250,7 +2369,10 @@ impl Translator for Dht {
     }
 }
 
+mod migrate;
 mod rename;
+
+pub use migrate::{Migrated, SettleOutcome};
 
 #[cfg(test)]
 mod tests;
