@@ -328,6 +328,36 @@ impl Dht {
         }
         let listing = self.list_all(cx, dir).await?;
         let mut outside = None;
+        // Subdirectories must exist in every group (a lookup by name creates them).
+        let mut subdirs: Vec<&str> = Vec::new();
+        for (_, entries) in &listing {
+            for e in entries {
+                if e.kind == FileKind::Dir && !subdirs.contains(&e.name.as_str()) {
+                    subdirs.push(&e.name);
+                }
+            }
+        }
+        for name in subdirs {
+            let missing = listing.len() < self.n()
+                || listing
+                    .iter()
+                    .any(|(_, es)| !es.iter().any(|e| e.name == name && e.kind == FileKind::Dir));
+            if !missing {
+                continue;
+            }
+            let _ = self.lookup(cx, Loc::entry(dir, name), Xdata::new()).await;
+            for g in 0..self.n() {
+                let here = self
+                    .child(g)?
+                    .lookup(cx, Loc::entry(dir, name), Xdata::new())
+                    .await;
+                if !here.is_ok_and(|e| e.iatt.kind == FileKind::Dir) {
+                    return Ok(SettleOutcome::Unsettled(format!(
+                        "subdirectory {name:?} is missing in a group"
+                    )));
+                }
+            }
+        }
         for (g, entries) in &listing {
             for e in entries {
                 if e.kind == FileKind::Dir {

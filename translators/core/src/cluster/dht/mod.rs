@@ -663,14 +663,12 @@ impl Dht {
             if current.is_complete() {
                 return Ok(current);
             }
-            // Which groups hold files here (subdirectories exist everywhere).
+            // Which groups hold entries here (files, and subdirectories not yet created
+            // on every group).
             let listing = self.list_all(cx, dir).await?;
             let holders: Vec<usize> = listing
                 .iter()
-                .filter(|(_, es)| {
-                    es.iter()
-                        .any(|e| e.kind != FileKind::Dir && !is_linkto_entry(e))
-                })
+                .filter(|(_, es)| es.iter().any(|e| !is_linkto_entry(e)))
                 .map(|(g, _)| *g)
                 .collect();
             let weights = self.weights(cx).await;
@@ -822,6 +820,16 @@ impl Dht {
                     }
                 }
             }
+            // Settled means every name is in its hashed group: a subdirectory counts only
+            // once it exists in every group.
+            let everywhere = subdirs.iter().all(|(name, _)| {
+                listing.len() == self.n()
+                    && listing.iter().all(|(_, es)| {
+                        es.iter()
+                            .any(|e| &e.name == name && e.kind == FileKind::Dir)
+                    })
+            });
+            let empty = empty && everywhere;
             let weights = self.weights(cx).await;
             let prev = current.is_complete().then_some(&current);
             let next = layout::compute(
