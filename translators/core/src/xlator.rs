@@ -158,6 +158,15 @@ macro_rules! define_translator_trait {
                 self.base().children().first().is_none_or(|c| c.is_up())
             }
 
+            /// True when this subtree can serve operations right now. Like [`is_up`], except
+            /// that a translator may be stricter in `is_up` for mounting (replicate waits for
+            /// every brick just after start) than for serving (quorum is enough).
+            ///
+            /// [`is_up`]: Translator::is_up
+            fn serves(&self) -> bool {
+                self.is_up()
+            }
+
             /// An event from a child. The default passes it up unchanged.
             fn notify(&self, event: &Event) {
                 self.base().notify_parents(event)

@@ -1009,6 +1009,10 @@ impl Translator for Afr {
         }
     }
 
+    fn serves(&self) -> bool {
+        self.quorum_met(&self.up_children())
+    }
+
     fn notify(&self, event: &Event) {
         self.refresh_up();
         let now_up = self.quorum_met(&self.up_children());

@@ -338,11 +338,7 @@ impl Dht {
             }
         }
         for name in subdirs {
-            let missing = listing.len() < self.n()
-                || listing
-                    .iter()
-                    .any(|(_, es)| !es.iter().any(|e| e.name == name && e.kind == FileKind::Dir));
-            if !missing {
+            if dir_in_every_group(&listing, self.n(), name) {
                 continue;
             }
             let _ = self.lookup(cx, Loc::entry(dir, name), Xdata::new()).await;
@@ -410,32 +406,14 @@ impl Dht {
             })
             .collect();
         // Under the layout lock, and only if nobody laid the directory out meanwhile.
-        let Some(&lock_group) = self.up().first() else {
-            return Err(FopError::not_connected("no group is up"));
-        };
-        let lcx = with_owner(&Cx::internal(), new_owner());
-        let lock_child = self.child(lock_group)?;
-        let lock = |kind| {
-            lock_child.inodelk(
-                &lcx,
-                DOMAIN.to_string(),
-                Target::Loc(Loc::inode(dir)),
-                LockWait::Wait,
-                Flock::whole(kind),
-                Xdata::new(),
-            )
-        };
-        lock(LockType::Write).await?;
-        let now = self.read_layout(cx, dir).await;
-        let r = match now {
-            Ok(now) if now.generation() == layout.generation() => self
-                .write_layout(cx, dir, &next)
-                .await
-                .map(|()| SettleOutcome::Settled),
-            Ok(_) => Ok(SettleOutcome::Unsettled("laid out again meanwhile".into())),
-            Err(e) => Err(e),
-        };
-        let _ = lock(LockType::Unlock).await;
-        r
+        let generation = layout.generation();
+        self.with_layout_lock(dir, async {
+            if self.read_layout(cx, dir).await?.generation() != generation {
+                return Ok(SettleOutcome::Unsettled("laid out again meanwhile".into()));
+            }
+            self.write_layout(cx, dir, &next).await?;
+            Ok(SettleOutcome::Settled)
+        })
+        .await
     }
 }

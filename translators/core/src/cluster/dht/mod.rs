@@ -289,19 +289,56 @@ impl Dht {
             .ok_or_else(|| FopError::eio(format!("distribute has no group {g}")))
     }
 
-    /// The groups that can serve now. A replica set counts as soon as it has quorum (its
-    /// own `is_up` also waits, just after start, for every brick — that is for mounting).
+    /// The groups that can serve now (a replica set as soon as it has quorum).
     fn up(&self) -> Vec<usize> {
         (0..self.n())
-            .filter(|&g| {
-                self.children.get(g).is_some_and(|c| {
-                    match c.as_any().downcast_ref::<crate::cluster::afr::Afr>() {
-                        Some(a) => a.quorum_met(&a.up_set()),
-                        None => c.is_up(),
-                    }
-                })
-            })
+            .filter(|&g| self.children.get(g).is_some_and(|c| c.serves()))
             .collect()
+    }
+
+    /// Looks `loc` up on each of `groups` at once.
+    async fn lookup_on(
+        &self,
+        cx: &Cx,
+        groups: &[usize],
+        loc: &Loc,
+        x: &Xdata,
+    ) -> Vec<(usize, FopResult<Entry>)> {
+        join_all(groups.iter().map(|&g| async move {
+            match self.children.get(g) {
+                Some(c) => (g, c.lookup(cx, loc.clone(), x.clone()).await),
+                None => (g, Err(FopError::eio("no such group"))),
+            }
+        }))
+        .await
+    }
+
+    /// Runs `f` under distribute's layout lock on `dir` (an inodelk in the first up group,
+    /// so that layout heals, fix-layouts and settling never interleave).
+    async fn with_layout_lock<T>(
+        &self,
+        dir: Gfid,
+        f: impl std::future::Future<Output = FopResult<T>>,
+    ) -> FopResult<T> {
+        let Some(&g) = self.up().first() else {
+            return Err(FopError::not_connected("no group is up"));
+        };
+        let lcx = with_owner(&Cx::internal(), new_owner());
+        let child = self.child(g)?;
+        let lock = |kind| {
+            child.inodelk(
+                &lcx,
+                DOMAIN.to_string(),
+                Target::Loc(Loc::inode(dir)),
+                LockWait::Wait,
+                Flock::whole(kind),
+                Xdata::new(),
+            )
+        };
+        lock(LockType::Write).await?;
+        let r = f.await;
+        let _ = lock(LockType::Unlock).await;
+        r
     }
 
     fn group_up(&self, g: usize) -> bool {
@@ -479,16 +516,7 @@ impl Dht {
             .copied()
             .filter(|g| !found.iter().any(|(f, _)| f == g))
             .collect();
-        let results = join_all(ask.iter().map(|&g| {
-            let x = x.clone();
-            async move {
-                match self.children.get(g) {
-                    Some(c) => (g, c.lookup(cx, loc.clone(), x).await),
-                    None => (g, Err(FopError::eio("no such group"))),
-                }
-            }
-        }))
-        .await;
+        let results = self.lookup_on(cx, &ask, loc, &x).await;
         for (g, r) in results {
             match r {
                 Ok(e) if e.iatt.kind == FileKind::Dir => found.push((g, e)),
@@ -641,22 +669,6 @@ impl Dht {
     /// Lays out a directory whose layout has holes (a new volume's root, a directory made
     /// before the volume was distributed), under a lock. Settled only if it is empty.
     async fn heal_layout(&self, cx: &Cx, dir: Gfid, old: &Layout) -> FopResult<Layout> {
-        let up = self.up();
-        let Some(&lock_group) = up.first() else {
-            return Err(FopError::not_connected("no group is up"));
-        };
-        let lcx = with_owner(&Cx::internal(), new_owner());
-        let lock_child = self.child(lock_group)?;
-        lock_child
-            .inodelk(
-                &lcx,
-                DOMAIN.to_string(),
-                Target::Loc(Loc::inode(dir)),
-                LockWait::Wait,
-                Flock::whole(LockType::Write),
-                Xdata::new(),
-            )
-            .await?;
         let result = async {
             // Somebody may have done it while we waited.
             let current = self.read_layout(cx, dir).await?;
@@ -697,18 +709,8 @@ impl Dht {
             };
             self.write_layout(cx, dir, &next).await?;
             Ok(Layout::new(next.into_iter().map(Some).collect()))
-        }
-        .await;
-        let _ = lock_child
-            .inodelk(
-                &lcx,
-                DOMAIN.to_string(),
-                Target::Loc(Loc::inode(dir)),
-                LockWait::Wait,
-                Flock::whole(LockType::Unlock),
-                Xdata::new(),
-            )
-            .await;
+        };
+        let result = self.with_layout_lock(dir, result).await;
         if result.is_ok() {
             tracing::info!(dir = %dir, "laid out a directory");
         }
@@ -720,16 +722,7 @@ impl Dht {
         let mut slots = vec![None; self.n()];
         let x = lookup_xdata(&Xdata::new());
         let up = self.up();
-        let results = join_all(up.iter().map(|&g| {
-            let x = x.clone();
-            async move {
-                match self.children.get(g) {
-                    Some(c) => (g, c.lookup(cx, Loc::inode(dir), x).await),
-                    None => (g, Err(FopError::eio("no such group"))),
-                }
-            }
-        }))
-        .await;
+        let results = self.lookup_on(cx, &up, &Loc::inode(dir), &x).await;
         for (g, r) in results {
             match r {
                 Ok(e) => {
@@ -782,28 +775,11 @@ impl Dht {
     /// been looked up by name first (that creates it on groups that lack it). Returns what
     /// changed and the subdirectories to visit next.
     pub async fn fix_layout(&self, cx: &Cx, dir: Gfid) -> FopResult<Relayout> {
-        let up = self.up();
-        if up.len() < self.n() {
+        if self.up().len() < self.n() {
             return Err(FopError::not_connected(
                 "fix-layout needs every group up: a down group's share cannot be decided",
             ));
         }
-        let Some(&lock_group) = up.first() else {
-            return Err(FopError::not_connected("no group is up"));
-        };
-        let lcx = with_owner(&Cx::internal(), new_owner());
-        let lock_child = self.child(lock_group)?;
-        let lock = |kind| {
-            lock_child.inodelk(
-                &lcx,
-                DOMAIN.to_string(),
-                Target::Loc(Loc::inode(dir)),
-                LockWait::Wait,
-                Flock::whole(kind),
-                Xdata::new(),
-            )
-        };
-        lock(LockType::Write).await?;
         let result = async {
             let current = self.read_layout(cx, dir).await?;
             let listing = self.list_all(cx, dir).await?;
@@ -822,13 +798,9 @@ impl Dht {
             }
             // Settled means every name is in its hashed group: a subdirectory counts only
             // once it exists in every group.
-            let everywhere = subdirs.iter().all(|(name, _)| {
-                listing.len() == self.n()
-                    && listing.iter().all(|(_, es)| {
-                        es.iter()
-                            .any(|e| &e.name == name && e.kind == FileKind::Dir)
-                    })
-            });
+            let everywhere = subdirs
+                .iter()
+                .all(|(name, _)| dir_in_every_group(&listing, self.n(), name));
             let empty = empty && everywhere;
             let weights = self.weights(cx).await;
             let prev = current.is_complete().then_some(&current);
@@ -853,10 +825,8 @@ impl Dht {
                 moved,
                 subdirs,
             })
-        }
-        .await;
-        let _ = lock(LockType::Unlock).await;
-        result
+        };
+        self.with_layout_lock(dir, result).await
     }
 
     /// Every entry of `dir` on every up group (without `.`/`..`), read to the end.
@@ -1006,16 +976,7 @@ impl Dht {
         hashed: Option<usize>,
     ) -> FopResult<Resolved> {
         let up = self.up();
-        let results = join_all(up.iter().map(|&g| {
-            let x = x.clone();
-            async move {
-                match self.children.get(g) {
-                    Some(c) => (g, c.lookup(cx, loc.clone(), x).await),
-                    None => (g, Err(FopError::eio("no such group"))),
-                }
-            }
-        }))
-        .await;
+        let results = self.lookup_on(cx, &up, loc, x).await;
         let mut dir: Option<(usize, Entry)> = None;
         let mut file: Option<(usize, Entry)> = None;
         let mut linkto = None;
@@ -1078,16 +1039,7 @@ impl Dht {
     async fn lookup_nameless(&self, cx: &Cx, gfid: Gfid, xdata: &Xdata) -> FopResult<Entry> {
         let x = lookup_xdata(xdata);
         let up = self.up();
-        let results = join_all(up.iter().map(|&g| {
-            let x = x.clone();
-            async move {
-                match self.children.get(g) {
-                    Some(c) => (g, c.lookup(cx, Loc::inode(gfid), x).await),
-                    None => (g, Err(FopError::eio("no such group"))),
-                }
-            }
-        }))
-        .await;
+        let results = self.lookup_on(cx, &up, &Loc::inode(gfid), &x).await;
         let mut err = None;
         let mut file = None;
         for (g, r) in results {
@@ -1438,6 +1390,14 @@ fn is_linkto_entry(e: &DirEntry) -> bool {
         && e.iatt
             .as_ref()
             .is_some_and(|a| a.perm & 0o7777 == LINKTO_MODE)
+}
+
+/// True when every one of the `n` groups' listings holds directory `name`.
+fn dir_in_every_group(listing: &[(usize, Vec<DirEntry>)], n: usize, name: &str) -> bool {
+    listing.len() == n
+        && listing
+            .iter()
+            .all(|(_, es)| es.iter().any(|e| e.name == name && e.kind == FileKind::Dir))
 }
 
 fn boxed<'a, T: Send + 'a>(
