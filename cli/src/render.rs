@@ -143,7 +143,12 @@ pub fn volume_info(volumes: &[VolumeInfo]) -> String {
         let _ = writeln!(out, "Bricks:");
         for (i, b) in v.bricks.iter().enumerate() {
             let arbiter = if b.arbiter { " (arbiter)" } else { "" };
-            let _ = writeln!(out, "Brick{}: {}{arbiter}", i + 1, b.spec());
+            let leaving = if v.removing.contains(&b.id) {
+                " (being removed)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "Brick{}: {}{arbiter}{leaving}", i + 1, b.spec());
         }
         if !v.options.is_empty() {
             let _ = writeln!(out, "Options Reconfigured:");
@@ -327,6 +332,7 @@ mod tests {
             arbiter,
             bricks: list,
             options: BTreeMap::new(),
+            removing: Vec::new(),
         }
     }
 

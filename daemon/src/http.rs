@@ -155,6 +155,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/volumes/{name}/volfile", get(volfile))
         .route("/v1/volumes/{name}/add-brick", post(add_brick))
         .route("/v1/volumes/{name}/rebalance", post(rebalance))
+        .route("/v1/volumes/{name}/remove-brick", post(remove_brick))
         .route("/v1/volumes/{name}/replace-brick", post(replace_brick))
         .route("/v1/volumes/{name}/reset-brick", post(reset_brick))
         .route("/v1/volumes/{name}/heal", post(heal))
@@ -164,6 +165,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/peer/heal-kick/{name}", post(peer_heal_kick))
         .route("/v1/peer/heal-info/{name}", get(peer_heal_info))
         .route("/v1/peer/heal-stats/{name}", get(peer_heal_stats))
+        .route("/v1/peer/rebalance/{name}", get(peer_rebalance))
         .route(routes::OPTIONS, get(option_table))
         .route(routes::PEER_JOIN, post(join))
         .route(routes::PEER_STATE, get(peer_state))
@@ -975,9 +977,8 @@ async fn rebalance(
     h: HeaderMap,
     Path(name): Path<String>,
     Json(req): Json<cairn_api::RebalanceRequest>,
-) -> Res<cairn_api::RebalanceStatus> {
+) -> Res<Vec<RebalanceStatus>> {
     let v = find_volume(&d, &name)?;
-    let me = d.cfg.host.clone();
     match req.action.as_str() {
         "status" => {}
         "fix-layout-start" | "start" => {
@@ -985,17 +986,18 @@ async fn rebalance(
             if v.state != cairn_api::VolumeState::Started {
                 return Err(ApiErr::from_msg(format!("volume {name} is not started")));
             }
+            if !v.removing.is_empty() {
+                return Err(ApiErr::from_msg(format!(
+                    "a remove-brick of volume {name} is in progress: commit or stop it first"
+                )));
+            }
+            refuse_if_running_elsewhere(&d, &name).await?;
             let kind = if req.action == "start" {
                 crate::rebalance::Kind::Migrate
             } else {
                 crate::rebalance::Kind::FixLayout
             };
-            let parallel = crate::rebalance::parallel_for(
-                crate::options::effective(&v.options, "cluster.rebal-throttle").unwrap_or("normal"),
-            );
-            d.rebalance
-                .start(v, &me, kind, &d.cfg.state_dir, parallel)
-                .map_err(ApiErr::from_msg)?;
+            start_run(&d, v, kind)?;
             tracing::info!(volume = %name, action = %req.action, "rebalance started");
         }
         "stop" => {
@@ -1010,7 +1012,198 @@ async fn rebalance(
             )));
         }
     }
-    Ok(Json(d.rebalance.status(&name, &me)))
+    Ok(Json(gather_rebalance(&d, &name).await?))
+}
+
+/// Starts a rebalance or drain run of `v` on this node, throttled by the volume's option.
+fn start_run(d: &Daemon, v: VolumeConfig, kind: crate::rebalance::Kind) -> Result<(), ApiErr> {
+    let parallel = crate::rebalance::parallel_for(
+        crate::options::effective(&v.options, "cluster.rebal-throttle").unwrap_or("normal"),
+    );
+    d.rebalance
+        .start(v, &d.cfg.host, kind, &d.cfg.state_dir, parallel)
+        .map_err(ApiErr::from_msg)
+}
+
+/// Refuses a new run of `name` while one goes on anywhere in the pool.
+async fn refuse_if_running_elsewhere(d: &Daemon, name: &str) -> Result<(), ApiErr> {
+    if let Some(s) = gather_rebalance(d, name)
+        .await?
+        .into_iter()
+        .find(|s| s.state == "in progress")
+    {
+        return Err(ApiErr::from_msg(format!(
+            "a {} of volume {name} is running on {}: wait for it or stop it first",
+            s.kind, s.node
+        )));
+    }
+    Ok(())
+}
+
+/// The rebalance (or drain) run of `name` on every node of the pool, this one first; a
+/// node that does not answer is shown `unreachable`.
+async fn gather_rebalance(d: &Daemon, name: &str) -> Result<Vec<RebalanceStatus>, ApiErr> {
+    let me = d.me().map_err(e500)?;
+    let mut all = vec![d.rebalance.status(name, &d.cfg.host, &d.cfg.state_dir)];
+    let peers: Vec<NodeInfo> = d
+        .config()
+        .map_err(e500)?
+        .nodes
+        .into_iter()
+        .filter(|n| n.uuid != me.uuid)
+        .collect();
+    let answers = futures::future::join_all(peers.iter().map(|n| async move {
+        let c =
+            cairn_api::Client::new(Endpoint::Tcp(n.addr())).with_timeout(Duration::from_secs(5));
+        (
+            n,
+            c.get::<RebalanceStatus>(&routes::peer_rebalance(name))
+                .await,
+        )
+    }))
+    .await;
+    for (n, r) in answers {
+        all.push(r.unwrap_or_else(|e| {
+            let mut s = crate::rebalance::blank(name, &n.host, "rebalance", "unreachable");
+            s.message = e.to_string();
+            s
+        }));
+    }
+    Ok(all)
+}
+
+async fn peer_rebalance(State(d): D, Path(name): Path<String>) -> Res<RebalanceStatus> {
+    Ok(Json(d.rebalance.status(
+        &name,
+        &d.cfg.host,
+        &d.cfg.state_dir,
+    )))
+}
+
+async fn remove_brick(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<cairn_api::RemoveBrick>,
+) -> Res<RemoveBrickReply> {
+    let v = find_volume(&d, &name)?;
+    let config = d.config().map_err(e500)?;
+    let leaving = |v: &VolumeConfig| -> String {
+        v.bricks
+            .iter()
+            .filter(|b| v.removing.contains(&b.id))
+            .map(BrickConfig::spec)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let message = match req.action.as_str() {
+        "status" => {
+            crate::ops::check_removing(&config, &name, &req.bricks).map_err(ApiErr::from_msg)?;
+            String::new()
+        }
+        "start" => {
+            require_admin(&d, &a, &h)?;
+            if v.state != cairn_api::VolumeState::Started {
+                return Err(ApiErr::from_msg(format!("volume {name} is not started")));
+            }
+            refuse_if_running_elsewhere(&d, &name).await?;
+            // Started before (a drain that failed or was interrupted): drain again.
+            let again = !v.removing.is_empty()
+                && crate::ops::check_removing(&config, &name, &req.bricks).is_ok();
+            if !again {
+                let (n, specs) = (name.clone(), req.bricks.clone());
+                d.transact(
+                    format!("volume remove-brick {name} start"),
+                    false,
+                    move |cfg, _| crate::ops::build_remove_brick_start(cfg, &n, &specs),
+                )
+                .await
+                .map_err(ApiErr::from_msg)?;
+            }
+            let v = find_volume(&d, &name)?;
+            start_run(&d, v.clone(), crate::rebalance::Kind::Drain)?;
+            tracing::info!(volume = %name, bricks = %leaving(&v), "remove-brick started: draining");
+            format!(
+                "remove-brick started: {} take no new files and their files move to the other replica sets; watch it with 'volume remove-brick {name} {} status', then commit",
+                leaving(&v),
+                req.bricks.join(" ")
+            )
+        }
+        "stop" => {
+            require_admin(&d, &a, &h)?;
+            crate::ops::check_removing(&config, &name, &req.bricks).map_err(ApiErr::from_msg)?;
+            let _ = simple_op(
+                &d,
+                format!("volume remove-brick {name} stop"),
+                false,
+                Op::RemoveBrickStop { name: name.clone() },
+            )
+            .await?;
+            tracing::info!(volume = %name, bricks = %leaving(&v), "remove-brick stopped");
+            format!(
+                "remove-brick stopped: {} stay in the volume; files already moved stay where they are, and 'volume rebalance {name} fix-layout start' gives the bricks new files again",
+                leaving(&v)
+            )
+        }
+        "commit" => {
+            require_admin(&d, &a, &h)?;
+            crate::ops::check_removing(&config, &name, &req.bricks).map_err(ApiErr::from_msg)?;
+            if !req.force {
+                let runs = gather_rebalance(&d, &name).await?;
+                let mut want = v.removing.clone();
+                want.sort();
+                let drained = runs.iter().any(|s| {
+                    let mut b = s.bricks.clone();
+                    b.sort();
+                    s.kind == "remove-brick" && s.state == "completed" && b == want
+                });
+                if !drained {
+                    let why = runs
+                        .iter()
+                        .find(|s| s.kind == "remove-brick")
+                        .map(|s| {
+                            format!(
+                                "{} on {}{}",
+                                s.state,
+                                s.node,
+                                if s.message.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {}", s.message)
+                                }
+                            )
+                        })
+                        .unwrap_or_else(|| "no drain has run".into());
+                    return Err(ApiErr::from_msg(format!(
+                        "the bricks are not drained yet ({why}); wait until 'volume remove-brick {name} {} status' says completed, or use 'commit force' to drop what is still on them",
+                        req.bricks.join(" ")
+                    )));
+                }
+            }
+            let _ = simple_op(
+                &d,
+                format!("volume remove-brick {name} commit"),
+                false,
+                Op::RemoveBrickCommit { name: name.clone() },
+            )
+            .await?;
+            tracing::info!(volume = %name, bricks = %leaving(&v), force = req.force, "remove-brick committed");
+            format!(
+                "remove-brick commit successful: {} left volume {name}; their directories are untouched on disk (check them for stray files before reusing them)",
+                leaving(&v)
+            )
+        }
+        other => {
+            return Err(ApiErr::from_msg(format!(
+                "unknown remove-brick action '{other}': start, status, stop or commit"
+            )));
+        }
+    };
+    Ok(Json(RemoveBrickReply {
+        message,
+        nodes: gather_rebalance(&d, &name).await?,
+    }))
 }
 
 async fn replace_brick(

@@ -274,6 +274,10 @@ impl Daemon {
                 }
             }
             Op::ReplaceBrick { name, .. } => self.heal.request_full(name),
+            Op::RemoveBrickStop { name } | Op::RemoveBrickCommit { name } => {
+                // A drain running here ends; it is not resumed.
+                self.rebalance.abandon(name, &self.cfg.state_dir);
+            }
             _ => {}
         }
         if let Op::DeleteVolume { name } = op {

@@ -115,6 +115,7 @@ pub fn build_create(
         options: BTreeMap::new(),
         secret: crate::store::new_secret(),
         version,
+        removing: Vec::new(),
     })
 }
 
@@ -216,6 +217,11 @@ pub fn build_add_brick(
     ports: PortRange,
 ) -> Result<Op, String> {
     let v = volume(config, name)?;
+    if !v.removing.is_empty() {
+        return Err(format!(
+            "a remove-brick of volume {name} is in progress: commit or stop it first"
+        ));
+    }
     if let Some(r) = req.replica
         && r.max(1) != v.replica.max(1)
     {
@@ -262,6 +268,105 @@ pub fn build_add_brick(
         name: name.to_string(),
         bricks,
     })
+}
+
+/// The replica sets of `v` (bricks consecutive).
+fn sets(v: &VolumeConfig) -> std::slice::Chunks<'_, BrickConfig> {
+    v.bricks.chunks(v.replica.max(1) as usize)
+}
+
+/// Checks that `ids` are whole replica sets of `v` and that at least one set stays.
+fn check_leaving(v: &VolumeConfig, ids: &[String]) -> Result<(), String> {
+    if ids.is_empty() {
+        return Err("no bricks given: list the leaving bricks as HOST:/PATH".into());
+    }
+    let mut staying = 0;
+    for set in sets(v) {
+        let leaving = set.iter().filter(|b| ids.contains(&b.id)).count();
+        if leaving == 0 {
+            staying += 1;
+        } else if leaving < set.len() {
+            let all: Vec<String> = set.iter().map(BrickConfig::spec).collect();
+            return Err(format!(
+                "remove whole replica sets: {} belong to one set, give them all",
+                all.join(" ")
+            ));
+        }
+    }
+    if let Some(id) = ids.iter().find(|id| !v.bricks.iter().any(|b| &b.id == *id)) {
+        return Err(format!("volume {} has no brick {id}", v.name));
+    }
+    if staying == 0 {
+        return Err(format!(
+            "that would remove every replica set of volume {}: delete the volume instead",
+            v.name
+        ));
+    }
+    Ok(())
+}
+
+/// Builds a remove-brick start: the leaving bricks (`HOST:/PATH`) as ids, whole sets.
+pub fn build_remove_brick_start(
+    config: &ClusterConfig,
+    name: &str,
+    specs: &[String],
+) -> Result<Op, String> {
+    let v = volume(config, name)?;
+    if !v.removing.is_empty() {
+        return Err(format!(
+            "a remove-brick of volume {name} is in progress: commit or stop it first"
+        ));
+    }
+    let mut ids = Vec::new();
+    for spec in specs {
+        let (host, path) = parse_brick(spec)?;
+        let b = v
+            .bricks
+            .iter()
+            .find(|b| b.host == host && b.path == path)
+            .ok_or_else(|| format!("{spec} is not a brick of volume {name}"))?;
+        if ids.contains(&b.id) {
+            return Err(format!("{spec} is given twice"));
+        }
+        ids.push(b.id.clone());
+    }
+    check_leaving(v, &ids)?;
+    Ok(Op::RemoveBrickStart {
+        name: name.to_string(),
+        bricks: ids,
+    })
+}
+
+/// Checks that the bricks named (`HOST:/PATH`) are exactly those being removed.
+pub fn check_removing(config: &ClusterConfig, name: &str, specs: &[String]) -> Result<(), String> {
+    let v = volume(config, name)?;
+    if v.removing.is_empty() {
+        return Err(format!("no remove-brick of volume {name} is in progress"));
+    }
+    let mut given = Vec::new();
+    for spec in specs {
+        let (host, path) = parse_brick(spec)?;
+        match v.bricks.iter().find(|b| b.host == host && b.path == path) {
+            Some(b) => given.push(b.id.clone()),
+            None => return Err(format!("{spec} is not a brick of volume {name}")),
+        }
+    }
+    given.sort();
+    let mut removing = v.removing.clone();
+    removing.sort();
+    if given != removing {
+        let leaving: Vec<String> = v
+            .bricks
+            .iter()
+            .filter(|b| v.removing.contains(&b.id))
+            .map(BrickConfig::spec)
+            .collect();
+        return Err(format!(
+            "the bricks being removed from volume {name} are {}",
+            leaving.join(" ")
+        ));
+    }
+    Ok(())
 }
 
 /// Builds a replace-brick: the brick keeps its id and role and gets the new place and, on a
@@ -453,6 +558,18 @@ pub fn check(config: &ClusterConfig, op: &Op) -> Result<(), String> {
             let v = volume(config, name)?;
             if !v.bricks.iter().any(|b| &b.id == brick_id) {
                 return Err(format!("volume {name} has no brick {brick_id}"));
+            }
+        }
+        Op::RemoveBrickStart { name, bricks } => {
+            let v = volume(config, name)?;
+            if !v.removing.is_empty() {
+                return Err(format!("a remove-brick of volume {name} is in progress"));
+            }
+            check_leaving(v, bricks)?;
+        }
+        Op::RemoveBrickStop { name } | Op::RemoveBrickCommit { name } => {
+            if volume(config, name)?.removing.is_empty() {
+                return Err(format!("no remove-brick of volume {name} is in progress"));
             }
         }
         Op::SetOptions {
@@ -651,6 +768,25 @@ pub fn apply(config: &mut ClusterConfig, op: &Op, version: u64) {
         Op::AddBrick { name, bricks } => {
             if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
                 v.bricks.extend(bricks.iter().cloned());
+                v.version = version;
+            }
+        }
+        Op::RemoveBrickStart { name, bricks } => {
+            if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
+                v.removing = bricks.clone();
+                v.version = version;
+            }
+        }
+        Op::RemoveBrickStop { name } => {
+            if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
+                v.removing.clear();
+                v.version = version;
+            }
+        }
+        Op::RemoveBrickCommit { name } => {
+            if let Some(v) = config.volumes.iter_mut().find(|v| &v.name == name) {
+                let leaving = std::mem::take(&mut v.removing);
+                v.bricks.retain(|b| !leaving.contains(&b.id));
                 v.version = version;
             }
         }
@@ -896,6 +1032,87 @@ mod tests {
         assert_eq!(v.bricks[3].id, "brick-3");
         assert_eq!(v.bricks[3].port, 24011, "the next free port on a");
         assert_eq!(v.version, 3);
+    }
+
+    #[test]
+    fn remove_brick_takes_whole_sets_and_commit_drops_exactly_them() {
+        let mut c = pool(&["a", "b", "c"]);
+        let specs = [
+            "a:/1", "b:/1", "c:/1", "a:/2", "b:/2", "c:/2", "a:/3", "b:/3", "c:/3",
+        ];
+        let v = build_create(&c, &req("v", 3, &specs, false), PORTS, 2).unwrap();
+        apply(&mut c, &Op::CreateVolume(v), 2);
+        let s = |l: &[&str]| l.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let e = build_remove_brick_start(&c, "v", &s(&["a:/2", "b:/2"])).unwrap_err();
+        assert!(e.contains("whole replica sets"), "{e}");
+        let e = build_remove_brick_start(&c, "v", &s(&specs)).unwrap_err();
+        assert!(e.contains("every replica set"), "{e}");
+        let e = build_remove_brick_start(&c, "v", &s(&["a:/9", "b:/2", "c:/2"])).unwrap_err();
+        assert!(e.contains("not a brick of volume v"), "{e}");
+        let e = build_remove_brick_start(&c, "v", &s(&["a:/2", "a:/2", "b:/2"])).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        let e = check(&c, &Op::RemoveBrickCommit { name: "v".into() }).unwrap_err();
+        assert!(e.contains("no remove-brick"), "{e}");
+
+        // The middle set leaves.
+        let op = build_remove_brick_start(&c, "v", &s(&["c:/2", "a:/2", "b:/2"])).unwrap();
+        check(&c, &op).unwrap();
+        apply(&mut c, &op, 3);
+        assert_eq!(c.volumes[0].removing, s(&["brick-5", "brick-3", "brick-4"]));
+        assert_eq!(c.volumes[0].version, 3);
+        let e = build_remove_brick_start(&c, "v", &s(&["a:/3", "b:/3", "c:/3"])).unwrap_err();
+        assert!(e.contains("in progress"), "{e}");
+        let e = build_add_brick(
+            &c,
+            "v",
+            &cairn_api::AddBrick {
+                replica: None,
+                bricks: s(&["a:/4", "b:/4", "c:/4"]),
+                force: false,
+            },
+            PORTS,
+        )
+        .unwrap_err();
+        assert!(e.contains("in progress"), "{e}");
+        let e = check_removing(&c, "v", &s(&["a:/3", "b:/3", "c:/3"])).unwrap_err();
+        assert!(
+            e.contains("being removed from volume v are a:/2 b:/2 c:/2"),
+            "{e}"
+        );
+        check_removing(&c, "v", &s(&["b:/2", "a:/2", "c:/2"])).unwrap();
+
+        // stop keeps them; a new start and a commit drop exactly them.
+        apply(&mut c, &Op::RemoveBrickStop { name: "v".into() }, 4);
+        assert!(c.volumes[0].removing.is_empty());
+        assert_eq!(c.volumes[0].bricks.len(), 9);
+        let op = build_remove_brick_start(&c, "v", &s(&["a:/2", "b:/2", "c:/2"])).unwrap();
+        apply(&mut c, &op, 5);
+        check(&c, &Op::RemoveBrickCommit { name: "v".into() }).unwrap();
+        apply(&mut c, &Op::RemoveBrickCommit { name: "v".into() }, 6);
+        let v = &c.volumes[0];
+        let ids: Vec<&str> = v.bricks.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "brick-0", "brick-1", "brick-2", "brick-6", "brick-7", "brick-8"
+            ]
+        );
+        assert!(v.removing.is_empty());
+        assert_eq!(v.version, 6);
+        // A later add-brick does not reuse the ids of the removed bricks.
+        let op = build_add_brick(
+            &c,
+            "v",
+            &cairn_api::AddBrick {
+                replica: None,
+                bricks: s(&["a:/4", "b:/4", "c:/4"]),
+                force: false,
+            },
+            PORTS,
+        )
+        .unwrap();
+        apply(&mut c, &op, 7);
+        assert_eq!(c.volumes[0].bricks[6].id, "brick-9");
     }
 
     #[test]

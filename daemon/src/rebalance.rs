@@ -9,6 +9,13 @@
 //!   followed), removes pointers no lookup uses any more, and marks the directory settled
 //!   when every file is where its hash says.
 //!
+//! - `volume remove-brick VOL BRICK... start` drains leaving replica sets: their
+//!   distribute is told they are leaving (weight 0, no new files), the same walk lays every
+//!   directory out over the staying sets and moves the files, and a sweep of the leaving
+//!   sets' own directory trees then moves whatever the walk could not see (a file created in
+//!   a directory the walk had passed by a client still on the old graph). The drain is
+//!   complete only when that sweep finds no file on the leaving sets.
+//!
 //! `cluster.rebal-throttle` sets how many files move at once (lazy 1, normal 2, aggressive
 //! 4). A checkpoint (`STATE_DIR/rebalance/VOL.json`: the directories finished) is written
 //! as the run goes; a `cairnd` that restarts during a run resumes it, skipping what is done.
@@ -34,6 +41,8 @@ pub enum Kind {
     FixLayout,
     /// Layouts and files.
     Migrate,
+    /// Layouts and files, off the leaving sets, then a sweep of the leaving sets.
+    Drain,
 }
 
 impl Kind {
@@ -41,6 +50,7 @@ impl Kind {
         match self {
             Kind::FixLayout => "fix-layout",
             Kind::Migrate => "rebalance",
+            Kind::Drain => "remove-brick",
         }
     }
 }
@@ -53,6 +63,9 @@ struct Checkpoint {
     running: bool,
     /// Directories (gfid) finished.
     done: BTreeSet<String>,
+    /// How the last run ended (what `status` shows after a restart).
+    #[serde(default)]
+    last: Option<RebalanceStatus>,
 }
 
 /// One run.
@@ -63,13 +76,21 @@ struct Run {
     kind: Kind,
 }
 
+/// A drain run's sweep of the leaving sets: files moved, files left there.
+#[derive(Default)]
+struct Swept {
+    moved: u64,
+    remaining: u64,
+}
+
 /// The runs of this node, by volume.
 #[derive(Default)]
 pub struct Rebalances {
     runs: Mutex<HashMap<String, Arc<Run>>>,
 }
 
-fn blank(volume: &str, node: &str, kind: &str, state: &str) -> RebalanceStatus {
+/// A status with nothing done yet.
+pub fn blank(volume: &str, node: &str, kind: &str, state: &str) -> RebalanceStatus {
     RebalanceStatus {
         volume: volume.to_string(),
         node: node.to_string(),
@@ -87,6 +108,9 @@ fn blank(volume: &str, node: &str, kind: &str, state: &str) -> RebalanceStatus {
         estimate_secs: 0.0,
         elapsed_secs: 0.0,
         message: String::new(),
+        progress: 0.0,
+        bricks: Vec::new(),
+        files_remaining: 0,
     }
 }
 
@@ -124,8 +148,9 @@ pub fn parallel_for(throttle: &str) -> usize {
 }
 
 impl Rebalances {
-    /// The status of `volume`'s run on this node.
-    pub fn status(&self, volume: &str, node: &str) -> RebalanceStatus {
+    /// The status of `volume`'s run on this node (after a restart, how the last one
+    /// ended).
+    pub fn status(&self, volume: &str, node: &str, state_dir: &Path) -> RebalanceStatus {
         let run = self.runs.lock().ok().and_then(|r| r.get(volume).cloned());
         match run {
             Some(r) => {
@@ -139,8 +164,25 @@ impl Rebalances {
                 }
                 s
             }
-            None => blank(volume, node, "rebalance", "not started"),
+            None => load_checkpoint(&checkpoint_path(state_dir, volume))
+                .last
+                .filter(|l| l.volume == volume)
+                .unwrap_or_else(|| blank(volume, node, "rebalance", "not started")),
         }
+    }
+
+    /// Whether a run of `volume` is going on here.
+    pub fn running(&self, volume: &str) -> bool {
+        self.runs
+            .lock()
+            .ok()
+            .and_then(|r| r.get(volume).cloned())
+            .is_some_and(|r| {
+                r.status
+                    .lock()
+                    .map(|s| s.state == "in progress")
+                    .unwrap_or(false)
+            })
     }
 
     /// Asks a running run to stop (its checkpoint is kept: `start` again resumes it).
@@ -166,6 +208,20 @@ impl Rebalances {
         }
     }
 
+    /// Stops `volume`'s run if one is going on, and forgets an unfinished one, so that it
+    /// is not resumed (a remove-brick stopped or committed).
+    pub fn abandon(&self, volume: &str, state_dir: &Path) {
+        if let Some(r) = self.runs.lock().ok().and_then(|r| r.get(volume).cloned()) {
+            r.stop.store(true, Ordering::SeqCst);
+        }
+        let path = checkpoint_path(state_dir, volume);
+        let mut c = load_checkpoint(&path);
+        if c.running {
+            c.running = false;
+            save_checkpoint(&path, &c);
+        }
+    }
+
     /// Starts a run of `v` in the background (resuming its checkpoint, if any).
     pub fn start(
         self: &Arc<Self>,
@@ -180,6 +236,9 @@ impl Rebalances {
                 "volume {} has a single replica set: there is nothing to distribute over",
                 v.name
             ));
+        }
+        if kind == Kind::Drain && v.removing.is_empty() {
+            return Err(format!("volume {} has no bricks being removed", v.name));
         }
         let mut runs = self
             .runs
@@ -196,8 +255,12 @@ impl Rebalances {
                 v.name
             ));
         }
+        let mut first = blank(&v.name, node, kind.name(), "in progress");
+        if kind == Kind::Drain {
+            first.bricks = v.removing.clone();
+        }
         let run = Arc::new(Run {
-            status: Mutex::new(blank(&v.name, node, kind.name(), "in progress")),
+            status: Mutex::new(first),
             started: Instant::now(),
             stop: AtomicBool::new(false),
             kind,
@@ -212,6 +275,7 @@ impl Rebalances {
                 kind: Some(kind),
                 running: true,
                 done: BTreeSet::new(),
+                last: None,
             };
         }
         save_checkpoint(&path, &cp);
@@ -219,11 +283,19 @@ impl Rebalances {
             let result = execute(&v, &run, cp, &path, parallel.max(1)).await;
             let elapsed = run.started.elapsed().as_secs_f64();
             let stopped = run.stop.load(Ordering::SeqCst);
+            let mut last = None;
             if let Ok(mut s) = run.status.lock() {
                 s.elapsed_secs = elapsed;
                 s.estimate_secs = 0.0;
                 match result {
                     Ok(()) if stopped => s.state = "stopped".into(),
+                    Ok(()) if s.files_remaining > 0 => {
+                        s.state = "failed".into();
+                        s.message = format!(
+                            "{} files are still on the leaving bricks (hard links, symlinks, devices or errors: see the cairnd log); move them by hand and start again, or commit force to leave them behind",
+                            s.files_remaining
+                        );
+                    }
                     Ok(()) if s.failures > 0 || s.files_failed > 0 => {
                         s.state = "failed".into();
                         s.message = format!(
@@ -231,19 +303,24 @@ impl Rebalances {
                             s.failures, s.files_failed
                         );
                     }
-                    Ok(()) => s.state = "completed".into(),
+                    Ok(()) => {
+                        s.state = "completed".into();
+                        s.progress = 1.0;
+                    }
                     Err(e) => {
                         s.state = "failed".into();
                         s.message = e;
                     }
                 }
                 tracing::info!(volume = %s.volume, kind = %s.kind, state = %s.state, dirs = s.dirs_scanned, migrated = s.files_migrated, "rebalance ended");
+                last = Some(s.clone());
             }
+            let mut c = load_checkpoint(&path);
             if !stopped {
-                let mut c = load_checkpoint(&path);
                 c.running = false;
-                save_checkpoint(&path, &c);
             }
+            c.last = last;
+            save_checkpoint(&path, &c);
         });
         Ok(())
     }
@@ -259,6 +336,9 @@ impl Rebalances {
         for v in volumes {
             let cp = load_checkpoint(&checkpoint_path(state_dir, &v.name));
             if let (true, Some(kind)) = (cp.running, cp.kind) {
+                if kind == Kind::Drain && v.removing.is_empty() {
+                    continue;
+                }
                 tracing::info!(volume = %v.name, kind = kind.name(), done = cp.done.len(), "resuming an interrupted rebalance");
                 if let Err(e) = self.start(v.clone(), node, kind, state_dir, parallel(v)) {
                     tracing::warn!(volume = %v.name, error = %e, "could not resume the rebalance");
@@ -278,18 +358,36 @@ async fn execute(
     let vf = crate::volgen::client_volfile(v);
     let graph = Graph::from_volfile(&vf, &Registry::builtin()).map_err(|e| e.to_string())?;
     graph.start().await.map_err(|e| e.to_string())?;
-    let result = walk(&graph, run, cp, path, parallel).await;
+    let result = async {
+        let dht = walk(&graph, run, cp, path, parallel).await?;
+        if run.kind == Kind::Drain && !run.stop.load(Ordering::SeqCst) {
+            // Passes until one moves nothing (files created meanwhile where the walk had
+            // been), at most three.
+            let mut remaining = 0;
+            for _ in 0..3 {
+                let swept = sweep_leaving(dht, run, parallel).await;
+                remaining = swept.remaining;
+                if swept.moved == 0 || run.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            bump(run, |s| s.files_remaining = remaining);
+        }
+        Ok(())
+    }
+    .await;
     graph.stop().await;
     result
 }
 
-async fn walk(
-    graph: &Graph,
+/// The walk of every directory; returns the graph's distribute.
+async fn walk<'g>(
+    graph: &'g Graph,
     run: &Run,
     mut cp: Checkpoint,
     path: &Path,
     parallel: usize,
-) -> Result<(), String> {
+) -> Result<&'g Dht, String> {
     let dht = graph
         .find::<Dht>()
         .next()
@@ -312,7 +410,7 @@ async fn walk(
     while let Some(loc) = queue.pop_front() {
         if run.stop.load(Ordering::SeqCst) {
             save_checkpoint(path, &cp);
-            return Ok(());
+            return Ok(dht);
         }
         seen_dirs += 1;
         // A lookup by name first: it creates the directory on sets that lack it.
@@ -349,7 +447,7 @@ async fn walk(
         for (name, _) in &relayout.subdirs {
             queue.push_back(Loc::entry(gfid, name.clone()));
         }
-        if run.kind == Kind::Migrate && !cp.done.contains(&key) {
+        if run.kind != Kind::FixLayout && !cp.done.contains(&key) {
             let clean = migrate_dir(dht, &cx, gfid, run, parallel).await;
             if clean {
                 match dht.settle_dir(&cx, gfid).await {
@@ -372,6 +470,7 @@ async fn walk(
             } else {
                 0.0
             };
+            s.progress = seen_dirs as f64 / (seen_dirs + queued).max(1) as f64;
         });
         if last_save.elapsed() > Duration::from_secs(2) {
             save_checkpoint(path, &cp);
@@ -379,7 +478,82 @@ async fn walk(
         }
     }
     save_checkpoint(path, &cp);
-    Ok(())
+    Ok(dht)
+}
+
+/// Walks the directory trees of the leaving groups and moves every file found there (after
+/// laying its directory out again, in case it was made after the walk passed).
+async fn sweep_leaving(dht: &Dht, run: &Run, parallel: usize) -> Swept {
+    let cx = Cx::internal();
+    let leaving: Vec<usize> = (0..dht.groups().len())
+        .filter(|&g| dht.is_leaving(g))
+        .collect();
+    let mut swept = Swept::default();
+    let mut queue: VecDeque<Gfid> = VecDeque::from([Gfid::ROOT]);
+    let mut seen = BTreeSet::new();
+    while let Some(dir) = queue.pop_front() {
+        if run.stop.load(Ordering::SeqCst) || !seen.insert(dir) {
+            continue;
+        }
+        let listing = match dht.list_on(&cx, dir, &leaving).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(dir = %dir, error = %e, "remove-brick: could not list a leaving directory");
+                swept.remaining += 1;
+                continue;
+            }
+        };
+        let mut files = BTreeSet::new();
+        for (_, entries) in listing {
+            for e in entries {
+                if e.kind == FileKind::Dir {
+                    queue.push_back(e.gfid);
+                } else if !is_pointer(&e) {
+                    files.insert(e.name);
+                }
+            }
+        }
+        if files.is_empty() {
+            continue;
+        }
+        if let Err(e) = dht.fix_layout(&cx, dir).await {
+            tracing::warn!(dir = %dir, error = %e, "remove-brick: could not lay a directory out");
+            swept.remaining += files.len() as u64;
+            continue;
+        }
+        let cx = &cx;
+        let results: Vec<(String, Result<Migrated, cairn_translators::FopError>)> =
+            futures::stream::iter(files.into_iter().map(|name| async move {
+                let r = dht.migrate_file(cx, dir, &name).await;
+                (name, r)
+            }))
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        for (name, r) in results {
+            match r {
+                Ok(Migrated::Moved { bytes }) => {
+                    swept.moved += 1;
+                    bump(run, |s| {
+                        s.files_migrated += 1;
+                        s.bytes_migrated += bytes;
+                    });
+                }
+                other => {
+                    tracing::warn!(dir = %dir, file = %name, result = ?other, "remove-brick: a file stays on a leaving brick");
+                    swept.remaining += 1;
+                }
+            }
+        }
+    }
+    swept
+}
+
+/// A linkto pointer (or a file being moved in: same mode).
+fn is_pointer(e: &cairn_translators::DirEntry) -> bool {
+    e.iatt
+        .as_ref()
+        .is_some_and(|a| a.perm & 0o7777 == cairn_translators::cluster::dht::LINKTO_MODE)
 }
 
 /// Moves the files of one directory; true when none failed or was skipped.
@@ -395,11 +569,7 @@ async fn migrate_dir(dht: &Dht, cx: &Cx, dir: Gfid, run: &Run, parallel: usize) 
     let mut names = BTreeSet::new();
     for (_, entries) in listing {
         for e in entries {
-            let pointer = e
-                .iatt
-                .as_ref()
-                .is_some_and(|a| a.perm & 0o7777 == cairn_translators::cluster::dht::LINKTO_MODE);
-            if e.kind != FileKind::Dir && !pointer {
+            if e.kind != FileKind::Dir && !is_pointer(&e) {
                 names.insert(e.name);
             }
         }

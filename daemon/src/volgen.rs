@@ -125,13 +125,36 @@ pub fn brick_volfile(
     }
 }
 
+/// The number in a brick id `brick-N` (its position `i` for any other id).
+fn brick_number(b: &BrickConfig, i: usize) -> usize {
+    b.id.strip_prefix("brick-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(i)
+}
+
+/// The names of the groups (of `groups`, in brick order) that a `remove-brick` is draining.
+fn leaving_groups(vol: &VolumeConfig, groups: &[String]) -> Vec<String> {
+    let replica = vol.replica.max(1) as usize;
+    vol.bricks
+        .chunks(replica)
+        .zip(groups)
+        .filter(|(set, _)| set.iter().any(|b| vol.removing.contains(&b.id)))
+        .map(|(_, g)| g.clone())
+        .collect()
+}
+
 /// The client volfile of a volume.
 pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
     let v = &vol.name;
     let mut graph = Vec::new();
     let mut leaves = Vec::new();
+    let mut numbers = Vec::new();
     for (i, brick) in vol.bricks.iter().enumerate() {
-        let name = format!("{v}-client-{i}");
+        // Named by the brick's id, not its position: the names are keys on disk (replicate's
+        // blame counters, distribute's pointers), and a remove-brick shifts positions.
+        let n = brick_number(brick, i);
+        numbers.push(n);
+        let name = format!("{v}-client-{n}");
         let port = brick.port.to_string();
         let mut o = opts(&[
             ("remote-host", &brick.host),
@@ -150,7 +173,8 @@ pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
             .chunks(replica)
             .enumerate()
             .map(|(g, members)| {
-                let name = format!("{v}-replicate-{g}");
+                let first = numbers.get(g * replica).copied().unwrap_or(g * replica);
+                let name = format!("{v}-replicate-{}", first / replica);
                 let mut o = BTreeMap::new();
                 if vol.arbiter {
                     o.insert("arbiter-count".to_string(), "1".to_string());
@@ -167,6 +191,10 @@ pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
         let name = format!("{v}-dht");
         let mut o = BTreeMap::new();
         apply_options(vol, false, "cluster/distribute", &mut o);
+        let leaving = leaving_groups(vol, &groups);
+        if !leaving.is_empty() {
+            o.insert("decommissioned".to_string(), leaving.join(","));
+        }
         graph.push(node(name.clone(), "cluster/distribute", o, groups));
         name
     } else {

@@ -37,6 +37,7 @@ fn the_cli_reference_in_docs_is_current() {
         ("cairn", vec!["volume", "reset"]),
         ("cairn", vec!["volume", "heal"]),
         ("cairn", vec!["volume", "add-brick"]),
+        ("cairn", vec!["volume", "remove-brick"]),
         ("cairn", vec!["volume", "rebalance"]),
         ("cairn", vec!["volume", "replace-brick"]),
         ("cairn", vec!["volume", "reset-brick"]),

@@ -38,6 +38,7 @@ fn volume(replica: u32, arbiter: bool, hosts: &[&str], opts: &[(&str, &str)]) ->
             .collect::<BTreeMap<_, _>>(),
         secret: "0123456789abcdef".into(),
         version: 7,
+        removing: Vec::new(),
     }
 }
 
@@ -143,6 +144,39 @@ fn volume_options_reach_the_translators_they_name() {
             }
         }
     }
+}
+
+#[test]
+fn graph_names_follow_brick_ids_so_a_removed_set_renames_nothing() {
+    let hosts = ["a", "b", "c", "a", "b", "c", "a", "b", "c"];
+    let mut v = volume(3, false, &hosts, &[]);
+    // The middle set is being drained: distribute is told by name.
+    v.removing = vec!["brick-3".into(), "brick-4".into(), "brick-5".into()];
+    let client = cairn_volfiles::emit(&volgen::client_volfile(&v)).unwrap();
+    assert!(
+        client.contains("decommissioned: pacs-replicate-1"),
+        "{client}"
+    );
+    // After the commit, the last set keeps its names: they are keys on disk (replicate's
+    // blame counters name the clients, distribute's pointers name the sets).
+    v.bricks.retain(|b| !v.removing.contains(&b.id));
+    v.removing.clear();
+    let vf = volgen::client_volfile(&v);
+    let names: Vec<&str> = vf.graph.iter().map(|n| n.name.as_str()).collect();
+    for want in [
+        "pacs-client-0",
+        "pacs-client-8",
+        "pacs-replicate-0",
+        "pacs-replicate-2",
+        "pacs-dht",
+    ] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    assert!(!names.contains(&"pacs-replicate-1") && !names.contains(&"pacs-client-3"));
+    let client = cairn_volfiles::emit(&vf).unwrap();
+    assert!(!client.contains("decommissioned"), "{client}");
+    let parsed = cairn_volfiles::parse(&client).unwrap();
+    cairn_volfiles::validate(&parsed, &cairn_bricks::registry()).unwrap();
 }
 
 #[test]

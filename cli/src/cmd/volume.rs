@@ -133,7 +133,7 @@ pub enum Volume {
     /// (after add-brick), moving as little of the hash ring as possible; `start` does that
     /// and moves every file whose replica set changed, online (throttled by
     /// cluster.rebal-throttle; resumed after a cairnd restart). Both run in the background
-    /// on the node that receives the command; `status` there shows the progress, `stop`
+    /// on the node that receives the command; `status` shows every node's run, `stop`
     /// stops it (start again to resume).
     Rebalance {
         /// The volume.
@@ -142,6 +142,29 @@ pub enum Volume {
         /// `fix-layout start`, `start`, `stop` or `status`.
         #[arg(value_name = "fix-layout start | start | stop | status", num_args = 1..=2, required = true)]
         words: Vec<String>,
+        /// With `status` (or `start`): follow the run with a progress bar until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Remove bricks: VOL HOST:/PATH... start | status | stop | commit [force].
+    ///
+    /// Whole replica sets. `start` drains them: they take no new files, and their files
+    /// move online to the other sets (in the background on the node that receives the
+    /// command; resumed after a cairnd restart). `status` shows the drain, `stop` keeps the
+    /// bricks. `commit` takes them out of the volume once the drain has completed (`commit
+    /// force` does it anyway: what is still on them is no longer in the volume). The brick
+    /// directories are left on disk as they are.
+    #[command(name = "remove-brick")]
+    RemoveBrick {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// `HOST:/PATH... start | status | stop | commit [force]`.
+        #[arg(value_name = "HOST:/PATH... start|status|stop|commit [force]", num_args = 2.., required = true)]
+        words: Vec<String>,
+        /// With `status` (or `start`): follow the drain with a progress bar until it ends.
+        #[arg(long)]
+        watch: bool,
     },
     /// Replace a brick: VOL OLD-HOST:/PATH NEW-HOST:/PATH commit force; heal rebuilds it.
     #[command(name = "replace-brick")]
@@ -225,6 +248,141 @@ pub fn parse_rebalance(words: &[String]) -> Result<&'static str, String> {
             w.join(" ")
         )),
     }
+}
+
+/// Checks `remove-brick VOL HOST:/PATH... start | status | stop | commit [force]`.
+pub fn parse_remove_brick(words: &[String]) -> Result<cairn_api::RemoveBrick, String> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (bricks, action, force) = match w.as_slice() {
+        [bricks @ .., "commit", "force"] => (bricks, "commit", true),
+        [bricks @ .., a @ ("start" | "status" | "stop" | "commit")] => (bricks, *a, false),
+        _ => {
+            return Err(
+                "remove-brick needs HOST:/PATH... then start, status, stop, commit or commit force"
+                    .into(),
+            );
+        }
+    };
+    if bricks.is_empty() {
+        return Err("no bricks given: list the leaving bricks as HOST:/PATH".into());
+    }
+    if let Some(b) = bricks.iter().find(|b| {
+        b.split_once(":/")
+            .is_none_or(|(h, _)| h.is_empty() || h.contains('/'))
+    }) {
+        return Err(format!("'{b}' is not a brick: write HOST:/ABSOLUTE/PATH"));
+    }
+    Ok(cairn_api::RemoveBrick {
+        bricks: bricks.iter().map(|b| b.to_string()).collect(),
+        action: action.to_string(),
+        force,
+    })
+}
+
+/// A text progress bar of `width` cells for a share `p` (0..=1).
+fn bar(p: f64, width: usize) -> String {
+    let p = if p.is_finite() {
+        p.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let full = (p * width as f64).round() as usize;
+    format!(
+        "[{}{}]",
+        "#".repeat(full),
+        ".".repeat(width - full.min(width))
+    )
+}
+
+/// The table of a rebalance or drain, one row per node, with a progress bar under each
+/// running one.
+pub fn render_runs(runs: &[cairn_api::RebalanceStatus]) -> String {
+    let mut text = format!(
+        "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>11} {:>8} {:>10} {:>9}  {}\n",
+        "Node",
+        "dirs",
+        "changed",
+        "files",
+        "migrated",
+        "skipped",
+        "failed",
+        "size",
+        "ring",
+        "run time",
+        "left",
+        "status"
+    );
+    for st in runs {
+        text.push_str(&format!(
+            "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7.1}% {:>9.1}s {:>8.0}s  {}{}\n",
+            st.node,
+            st.dirs_scanned,
+            st.dirs_changed,
+            st.files_scanned,
+            st.files_migrated,
+            st.files_skipped,
+            st.files_failed + st.failures,
+            crate::render::human_size(st.bytes_migrated),
+            st.moved_share * 100.0,
+            st.elapsed_secs,
+            st.estimate_secs,
+            if st.state == "not started" {
+                String::new()
+            } else {
+                format!("{} ", st.kind)
+            },
+            st.state
+        ));
+        if st.state == "in progress" {
+            text.push_str(&format!(
+                "{:<16} {} {:>3.0}% of the directory tree\n",
+                "",
+                bar(st.progress, 40),
+                st.progress * 100.0
+            ));
+        }
+        if st.files_remaining > 0 {
+            text.push_str(&format!(
+                "{:<16} {} files still on the leaving bricks\n",
+                "", st.files_remaining
+            ));
+        }
+        if !st.message.is_empty() {
+            text.push_str(&format!("{:<16} {}\n", "", st.message));
+        }
+    }
+    text
+}
+
+/// Polls `fetch` once a second, drawing a progress bar (on a terminal), until no node is
+/// running; returns the last answer.
+fn watch_runs(
+    ctx: &Ctx,
+    mut last: Vec<cairn_api::RebalanceStatus>,
+    fetch: impl Fn(&Ctx) -> Result<Vec<cairn_api::RebalanceStatus>, CmdError>,
+) -> Result<Vec<cairn_api::RebalanceStatus>, CmdError> {
+    let pb = indicatif::ProgressBar::new(1000);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% {msg}")
+    {
+        pb.set_style(style.progress_chars("#>."));
+    }
+    while let Some(r) = last.iter().find(|s| s.state == "in progress") {
+        pb.set_position((r.progress.clamp(0.0, 1.0) * 1000.0) as u64);
+        pb.set_message(format!(
+            "{} on {}: {} files moved ({}), {} directories, about {:.0}s left",
+            r.kind,
+            r.node,
+            r.files_migrated,
+            crate::render::human_size(r.bytes_migrated),
+            r.dirs_scanned,
+            r.estimate_secs
+        ));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        last = fetch(ctx)?;
+    }
+    pb.finish_and_clear();
+    Ok(last)
 }
 
 /// Checks `replace-brick VOL OLD NEW commit force`.
@@ -455,6 +613,7 @@ impl Volume {
             Volume::ResetBrick { words, .. } => parse_reset(words).map(|_| ()),
             Volume::AddBrick { name, words } => parse_add_brick(name, words).map(|_| ()),
             Volume::Rebalance { words, .. } => parse_rebalance(words).map(|_| ()),
+            Volume::RemoveBrick { words, .. } => parse_remove_brick(words).map(|_| ()),
             _ => Ok(()),
         }
     }
@@ -477,6 +636,7 @@ impl Volume {
             Volume::ResetBrick { name, .. } => format!("volume reset-brick: {name}"),
             Volume::AddBrick { name, .. } => format!("volume add-brick: {name}"),
             Volume::Rebalance { name, .. } => format!("volume rebalance: {name}"),
+            Volume::RemoveBrick { name, .. } => format!("volume remove-brick: {name}"),
         }
     }
 
@@ -687,53 +847,27 @@ impl Volume {
                     &m.message,
                 ))
             }
-            Volume::Rebalance { name, words } => {
+            Volume::Rebalance { name, words, watch } => {
                 let action = parse_rebalance(&words).map_err(CmdError::Usage)?;
                 let path = routes::volume_sub(&name, "rebalance");
-                let body = cairn_api::RebalanceRequest {
-                    action: action.to_string(),
+                let call = |ctx: &Ctx, action: &str| {
+                    let body = cairn_api::RebalanceRequest {
+                        action: action.to_string(),
+                    };
+                    let path = path.clone();
+                    ctx.run(action != "status", |c| async move {
+                        c.post::<_, Vec<cairn_api::RebalanceStatus>>(&path, &body)
+                            .await
+                    })
                 };
-                let admin = action != "status";
-                let st: cairn_api::RebalanceStatus =
-                    ctx.run(admin, |c| async move { c.post(&path, &body).await })?;
+                let mut runs = call(ctx, action)?;
+                if watch {
+                    runs = watch_runs(ctx, runs, |ctx| call(ctx, "status"))?;
+                }
                 if ctx.json {
-                    return api::json(&st);
+                    return api::json(&runs);
                 }
-                let mut text = format!(
-                    "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>11} {:>8} {:>10} {:>9}  {}\n",
-                    "Node",
-                    "dirs",
-                    "changed",
-                    "files",
-                    "migrated",
-                    "skipped",
-                    "failed",
-                    "size",
-                    "ring",
-                    "run time",
-                    "left",
-                    "status"
-                );
-                text.push_str(&format!(
-                    "{:<16} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7.1}% {:>9.1}s {:>8.0}s  {} {}\n",
-                    st.node,
-                    st.dirs_scanned,
-                    st.dirs_changed,
-                    st.files_scanned,
-                    st.files_migrated,
-                    st.files_skipped,
-                    st.files_failed + st.failures,
-                    crate::render::human_size(st.bytes_migrated),
-                    st.moved_share * 100.0,
-                    st.elapsed_secs,
-                    st.estimate_secs,
-                    st.kind,
-                    st.state
-                ));
-                if !st.message.is_empty() {
-                    text.push_str(&st.message);
-                    text.push('\n');
-                }
+                let mut text = render_runs(&runs);
                 if action == "fix-layout-start" || action == "start" {
                     let what = if action == "start" {
                         "rebalance"
@@ -741,10 +875,49 @@ impl Volume {
                         "fix-layout"
                     };
                     text = format!(
-                        "volume rebalance: {name}: success: {what} started; watch it with 'volume rebalance {name} status'\n{text}"
+                        "volume rebalance: {name}: success: {what} started; watch it with 'volume rebalance {name} status --watch'\n{text}"
                     );
                 }
-                Ok(Output::done(text.trim_end().to_string(), &st.state))
+                let state = runs
+                    .iter()
+                    .find(|s| s.state != "not started")
+                    .map_or("not started", |s| s.state.as_str());
+                Ok(Output::done(text.trim_end().to_string(), state))
+            }
+            Volume::RemoveBrick { name, words, watch } => {
+                let body = parse_remove_brick(&words).map_err(CmdError::Usage)?;
+                let path = routes::volume_sub(&name, "remove-brick");
+                let call = |ctx: &Ctx, body: cairn_api::RemoveBrick| {
+                    let path = path.clone();
+                    ctx.run(body.action != "status", |c| async move {
+                        c.post::<_, cairn_api::RemoveBrickReply>(&path, &body).await
+                    })
+                };
+                let mut reply = call(ctx, body.clone())?;
+                if watch {
+                    let status = cairn_api::RemoveBrick {
+                        action: "status".into(),
+                        force: false,
+                        ..body.clone()
+                    };
+                    reply.nodes = watch_runs(ctx, reply.nodes, |ctx| {
+                        call(ctx, status.clone()).map(|r| r.nodes)
+                    })?;
+                }
+                if ctx.json {
+                    return api::json(&reply);
+                }
+                let mut text = String::new();
+                if !reply.message.is_empty() {
+                    text.push_str(&format!(
+                        "volume remove-brick: {name}: success: {}\n",
+                        reply.message
+                    ));
+                }
+                if body.action != "commit" {
+                    text.push_str(&render_runs(&reply.nodes));
+                }
+                Ok(Output::done(text.trim_end().to_string(), &reply.message))
             }
             Volume::ResetBrick { name, words } => {
                 let body = parse_reset(&words).map_err(CmdError::Usage)?;
@@ -769,6 +942,33 @@ mod tests {
 
     fn create(text: &str) -> Result<VolumeCreate, String> {
         parse_create("pacs", &words(text))
+    }
+
+    #[test]
+    fn remove_brick_grammar() {
+        let w = words;
+        let r = parse_remove_brick(&w("a:/1 b:/1 c:/1 start")).unwrap();
+        assert_eq!(
+            (r.bricks.len(), r.action.as_str(), r.force),
+            (3, "start", false)
+        );
+        let r = parse_remove_brick(&w("a:/1 commit force")).unwrap();
+        assert_eq!((r.action.as_str(), r.force), ("commit", true));
+        assert_eq!(
+            parse_remove_brick(&w("a:/1 status")).unwrap().action,
+            "status"
+        );
+        assert!(parse_remove_brick(&w("a:/1 begin")).is_err());
+        assert!(parse_remove_brick(&w("start")).is_err());
+        assert!(parse_remove_brick(&w("a:relative stop")).is_err());
+        assert!(parse_remove_brick(&w("a:/1 start force")).is_err());
+    }
+
+    #[test]
+    fn progress_bars_are_clamped() {
+        assert_eq!(bar(0.5, 4), "[##..]");
+        assert_eq!(bar(2.0, 4), "[####]");
+        assert_eq!(bar(f64::NAN, 4), "[....]");
     }
 
     #[test]

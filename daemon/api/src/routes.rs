@@ -82,6 +82,11 @@ pub fn peer_heal_stats(name: &str) -> String {
     format!("/v1/peer/heal-stats/{}", encode(name))
 }
 
+/// `/v1/peer/rebalance/{name}`: this node's rebalance or drain run of a volume.
+pub fn peer_rebalance(name: &str) -> String {
+    format!("/v1/peer/rebalance/{}", encode(name))
+}
+
 /// `/v1/volumes/{name}`.
 pub fn volume(name: &str) -> String {
     format!("/v1/volumes/{}", encode(name))

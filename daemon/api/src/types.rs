@@ -178,6 +178,10 @@ pub struct VolumeConfig {
     pub secret: String,
     /// The configuration version of the last change to this volume (clients watch it).
     pub version: u64,
+    /// Bricks (ids, whole replica sets) a `remove-brick start` is draining: they take no new
+    /// files, and their files move to the other sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<String>,
 }
 
 impl VolumeConfig {
@@ -202,6 +206,7 @@ impl VolumeConfig {
             arbiter: self.arbiter,
             bricks: self.bricks.clone(),
             options: self.options.clone(),
+            removing: self.removing.clone(),
         }
     }
 }
@@ -225,6 +230,9 @@ pub struct VolumeInfo {
     pub bricks: Vec<BrickConfig>,
     /// Options changed from their defaults.
     pub options: BTreeMap<String, String>,
+    /// Bricks (ids) a remove-brick is draining.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<String>,
 }
 
 /// `volume set`.
@@ -450,6 +458,25 @@ pub enum Op {
         /// The new bricks, ids and ports chosen.
         bricks: Vec<BrickConfig>,
     },
+    /// `remove-brick start`: whole replica sets start draining (they take no new files; a
+    /// drain run moves their files to the other sets).
+    RemoveBrickStart {
+        /// The volume.
+        name: String,
+        /// The ids of the leaving bricks.
+        bricks: Vec<String>,
+    },
+    /// `remove-brick stop`: the draining sets stay and take new files again.
+    RemoveBrickStop {
+        /// The volume.
+        name: String,
+    },
+    /// `remove-brick commit`: the drained sets leave the volume (their directories stay on
+    /// disk, untouched).
+    RemoveBrickCommit {
+        /// The volume.
+        name: String,
+    },
     /// Set or reset options.
     SetOptions {
         /// The volume.
@@ -483,6 +510,11 @@ impl Op {
             Op::AddBrick { name, bricks } => {
                 format!("volume add-brick {name} ({} bricks)", bricks.len())
             }
+            Op::RemoveBrickStart { name, bricks } => {
+                format!("volume remove-brick {name} {} start", bricks.join(" "))
+            }
+            Op::RemoveBrickStop { name } => format!("volume remove-brick {name} stop"),
+            Op::RemoveBrickCommit { name } => format!("volume remove-brick {name} commit"),
         }
     }
 }
@@ -608,6 +640,28 @@ pub struct RebalanceRequest {
     pub action: String,
 }
 
+/// `volume remove-brick VOL HOST:/PATH... start | status | stop | commit [force]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveBrick {
+    /// The leaving bricks, `HOST:/PATH` (whole replica sets).
+    pub bricks: Vec<String>,
+    /// `start`, `status`, `stop` or `commit`.
+    pub action: String,
+    /// `commit force`: commit although the drain did not finish (files still on the
+    /// leaving bricks are no longer part of the volume).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What `volume remove-brick` answers: a message and the drain's status on every node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoveBrickReply {
+    /// What happened.
+    pub message: String,
+    /// The drain run, per node.
+    pub nodes: Vec<RebalanceStatus>,
+}
+
 /// The state of a rebalance run, as the node that runs it reports it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RebalanceStatus {
@@ -615,7 +669,8 @@ pub struct RebalanceStatus {
     pub volume: String,
     /// The node running it.
     pub node: String,
-    /// `fix-layout` or `rebalance` (fix-layout and migration of files).
+    /// `fix-layout`, `rebalance` (fix-layout and migration of files) or `remove-brick`
+    /// (a drain of leaving replica sets).
     pub kind: String,
     /// `not started`, `in progress`, `completed`, `stopped` or `failed`.
     pub state: String,
@@ -649,4 +704,13 @@ pub struct RebalanceStatus {
     pub elapsed_secs: f64,
     /// What went wrong, or a note.
     pub message: String,
+    /// Share of the directory tree walked (0..=1; the tree's size is learnt as it goes).
+    #[serde(default)]
+    pub progress: f64,
+    /// A remove-brick drain: the leaving bricks (ids) it emptied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bricks: Vec<String>,
+    /// A remove-brick drain: files still on the leaving bricks when it ended.
+    #[serde(default)]
+    pub files_remaining: u64,
 }

@@ -74,6 +74,12 @@ const OPTIONS: &[OptionSpec] = &[
         default: Some("on"),
         doc: "Hash rsync's temporary names (.NAME.XXXXXX) as NAME, so the rename that finishes a copy moves nothing.",
     },
+    OptionSpec {
+        key: "decommissioned",
+        kind: OptionKind::List(&[]),
+        default: Some(""),
+        doc: "Subvolumes being drained by a remove-brick: they get no hash range when directories are laid out, and no new files.",
+    },
 ];
 
 /// The type declaration.
@@ -100,6 +106,8 @@ pub struct DhtConfig {
     pub lookup_optimize: bool,
     /// rsync temporary names hash as their final names.
     pub rsync_hash: bool,
+    /// Names of the groups being drained (remove-brick): weight 0, no new files.
+    pub decommissioned: Vec<String>,
 }
 
 impl Default for DhtConfig {
@@ -109,6 +117,7 @@ impl Default for DhtConfig {
             weighted: true,
             lookup_optimize: true,
             rsync_hash: true,
+            decommissioned: Vec::new(),
         }
     }
 }
@@ -124,7 +133,25 @@ fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
         weighted: o.bool("weighted").map_err(e)?,
         lookup_optimize: o.bool("lookup-optimize").map_err(e)?,
         rsync_hash: o.bool("rsync-hash").map_err(e)?,
+        decommissioned: o
+            .list("decommissioned")
+            .map(<[String]>::to_vec)
+            .unwrap_or_default(),
     };
+    for d in &cfg.decommissioned {
+        if !ctx.children.iter().any(|c| c.name() == d) {
+            return Err(format!(
+                "decommissioned: '{d}' is not a subvolume of this distribute"
+            ));
+        }
+    }
+    if ctx
+        .children
+        .iter()
+        .all(|c| cfg.decommissioned.iter().any(|d| d == c.name()))
+    {
+        return Err("decommissioned: every subvolume is listed; at least one must stay".into());
+    }
     Ok(Arc::new(Dht::new(ctx.name, ctx.children, cfg)))
 }
 
@@ -199,6 +226,8 @@ pub struct Dht {
     base: XlatorBase,
     children: Vec<XlatorRef>,
     names: Vec<String>,
+    /// Per group: being drained (no range, no new files).
+    leaving: Vec<bool>,
     cfg: DhtConfig,
     inodes: Mutex<HashMap<Gfid, Node>>,
     space: Mutex<Vec<Option<(Instant, Statfs)>>>,
@@ -250,12 +279,17 @@ fn later(a: Timespec, b: Timespec) -> Timespec {
 impl Dht {
     /// A distribute over `children` (redundancy groups).
     pub fn new(name: &str, children: Vec<XlatorRef>, cfg: DhtConfig) -> Dht {
-        let names = children.iter().map(|c| c.name().to_string()).collect();
+        let names: Vec<String> = children.iter().map(|c| c.name().to_string()).collect();
+        let leaving = names
+            .iter()
+            .map(|n| cfg.decommissioned.contains(n))
+            .collect();
         let n = children.len();
         Dht {
             base: XlatorBase::new(name, "cluster/distribute", children.clone()),
             children,
             names,
+            leaving,
             cfg,
             inodes: Mutex::new(HashMap::new()),
             space: Mutex::new(vec![None; n]),
@@ -281,6 +315,11 @@ impl Dht {
 
     fn n(&self) -> usize {
         self.children.len()
+    }
+
+    /// Group `g` is being drained by a remove-brick.
+    pub fn is_leaving(&self, g: usize) -> bool {
+        self.leaving.get(g).copied().unwrap_or(false)
     }
 
     fn child(&self, g: usize) -> FopResult<&XlatorRef> {
@@ -449,7 +488,9 @@ impl Dht {
         let space = self.space(cx).await;
         space
             .iter()
-            .map(|s| match s {
+            .enumerate()
+            .map(|(g, s)| match s {
+                _ if self.is_leaving(g) => 0,
                 None => 0,
                 Some(st) if self.cfg.weighted => {
                     (st.blocks.saturating_mul(u64::from(st.frsize.max(1))) >> 20).max(1)
@@ -467,29 +508,32 @@ impl Dht {
     }
 
     /// Where a new file hashed to group `h` goes: `h`, or the group with the most free
-    /// space when `h` is nearly full.
+    /// space when `h` is nearly full or being drained (a directory a remove-brick has not
+    /// laid out again yet still gives it a range).
     async fn placement(&self, cx: &Cx, h: usize) -> usize {
-        if self.cfg.min_free_disk <= 0.0 {
+        let leaving = self.is_leaving(h);
+        if self.cfg.min_free_disk <= 0.0 && !leaving {
             return h;
         }
         let space = self.space(cx).await;
-        match space.get(h).copied().flatten() {
-            Some(st) if self.is_full(&st) => {
-                let best = space
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(g, s)| s.map(|s| (g, s)))
-                    .filter(|(_, s)| !self.is_full(s))
-                    .max_by(|(_, a), (_, b)| {
-                        let fa = a.bavail as f64 / a.blocks.max(1) as f64;
-                        let fb = b.bavail as f64 / b.blocks.max(1) as f64;
-                        fa.total_cmp(&fb)
-                    })
-                    .map(|(g, _)| g);
-                best.unwrap_or(h)
-            }
-            _ => h,
+        let full = space
+            .get(h)
+            .copied()
+            .flatten()
+            .is_some_and(|st| self.is_full(&st));
+        if !full && !leaving {
+            return h;
         }
+        let free = |s: &Statfs| s.bavail as f64 / s.blocks.max(1) as f64;
+        let best = space
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| !self.is_leaving(*g) && self.group_up(*g))
+            .filter_map(|(g, s)| s.map(|s| (g, s)))
+            .filter(|(_, s)| !self.is_full(s) || leaving)
+            .max_by(|(_, a), (_, b)| free(a).total_cmp(&free(b)))
+            .map(|(g, _)| g);
+        best.unwrap_or(h)
     }
 
     // ---- directories -------------------------------------------------------------------
@@ -689,7 +733,7 @@ impl Dht {
             let next = match holders.as_slice() {
                 // A directory from before the volume was distributed: its files are all in
                 // one group, which keeps the whole ring (settled) until a fix-layout.
-                [only] if prev.is_none() => (0..self.n())
+                [only] if prev.is_none() && !self.is_leaving(*only) => (0..self.n())
                     .map(|g| GroupLayout {
                         generation,
                         settled: true,
@@ -831,8 +875,18 @@ impl Dht {
 
     /// Every entry of `dir` on every up group (without `.`/`..`), read to the end.
     pub async fn list_all(&self, cx: &Cx, dir: Gfid) -> FopResult<Vec<(usize, Vec<DirEntry>)>> {
-        let up = self.up();
-        let results = join_all(up.iter().map(|&g| async move {
+        self.list_on(cx, dir, &self.up()).await
+    }
+
+    /// Every entry of `dir` on each of `groups` (a group without the directory lists
+    /// nothing), read to the end.
+    pub async fn list_on(
+        &self,
+        cx: &Cx,
+        dir: Gfid,
+        groups: &[usize],
+    ) -> FopResult<Vec<(usize, Vec<DirEntry>)>> {
+        let results = join_all(groups.iter().map(|&g| async move {
             let r = async {
                 let c = self.child(g)?;
                 let fd = Fd::new(dir, libc::O_RDONLY);
