@@ -69,14 +69,15 @@ if wants cairn; then
   t0=$(now)
   ccli volume rebalance pacs start >/dev/null
   while :; do
+    # One entry per node; the node asked (which runs it) comes first.
     st=$(ccli --json volume rebalance pacs status)
-    state=$(sed -n 's/.*"state": *"\([^"]*\)".*/\1/p' <<< "$st")
+    state=$(sed -n 's/.*"state": *"\([^"]*\)".*/\1/p' <<< "$st" | head -1)
     [ "$state" = "in progress" ] || break
     sleep 1
   done
   secs=$(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
-  moved=$(sed -n 's/.*"files_migrated": *\([0-9]*\).*/\1/p' <<< "$st")
-  bytes=$(sed -n 's/.*"bytes_migrated": *\([0-9]*\).*/\1/p' <<< "$st")
+  moved=$(sed -n 's/.*"files_migrated": *\([0-9]*\).*/\1/p' <<< "$st" | head -1)
+  bytes=$(sed -n 's/.*"bytes_migrated": *\([0-9]*\).*/\1/p' <<< "$st" | head -1)
   echo "  cairn rebalance ended: $state"
   report "cairn" "$secs" "$moved" "$bytes"
   listed_once "$cmnt"

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -1393,4 +1394,205 @@ fn remove_brick_drains_a_replica_set_online_and_commit_waits_for_it() {
     assert_eq!(unique.len(), listed.len(), "each once");
     drop(m);
     n1.ok(&["volume", "stop", "shrink"]);
+}
+
+/// What the first brick of each set holds under `root`: data files (relative path →
+/// contents) and linkto pointers (relative path → the set they name).
+fn brick_contents(root: &Path) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, String>) {
+    let mut data = BTreeMap::new();
+    let mut pointers = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p == root.join(".cairn") {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if m.is_dir() {
+                stack.push(p);
+            } else if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 == 0o1000 {
+                let mut buf = vec![0u8; 256];
+                let n =
+                    rustix::fs::lgetxattr(&p, "trusted.cairn.dht.linkto", &mut buf).unwrap_or(0);
+                pointers.insert(rel, String::from_utf8_lossy(&buf[..n]).into_owned());
+            } else {
+                data.insert(rel, fs::read(&p).unwrap());
+            }
+        }
+    }
+    (data, pointers)
+}
+
+#[test]
+fn a_rename_storm_during_a_rebalance_keeps_the_namespace_exact() {
+    let p = pool(12);
+    let n1 = &p.nodes[0];
+    let sets: Vec<Vec<String>> = ["rs1", "rs2", "rs3"]
+        .iter()
+        .map(|t| bricks(&p, t))
+        .collect();
+    let mut args = vec!["volume", "create", "storm", "replica", "3"];
+    args.extend(sets[0].iter().chain(&sets[1]).map(String::as_str));
+    args.push("force");
+    n1.ok(&args);
+    n1.ok(&["volume", "start", "storm"]);
+    let mnt = p.tmp.path().join("mnt-storm");
+    let m = mount_from_server("127.77.12.2:/storm", &mnt, &[]).unwrap();
+    let threads = 4;
+    let per = 60;
+    for d in ["x", "y"] {
+        fs::create_dir_all(mnt.join(d)).unwrap();
+    }
+    for t in 0..threads {
+        for i in 0..per {
+            fs::write(
+                mnt.join(format!("x/t{t}-{i}")),
+                pattern(500 + i * 13, (t * 1000 + i) as u64),
+            )
+            .unwrap();
+        }
+    }
+    let mut args = vec!["volume", "add-brick", "storm", "replica", "3"];
+    args.extend(sets[2].iter().map(String::as_str));
+    args.push("force");
+    n1.ok(&args);
+    assert!(
+        eventually(Duration::from_secs(45), || m
+            .log_text()
+            .contains("switched")),
+        "client switched graphs"
+    );
+    n1.ok(&["volume", "rebalance", "storm", "start"]);
+
+    // Each thread renames its own files round and round between names and directories
+    // (most renames change set), while the rebalance moves them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm: Vec<_> = (0..threads)
+        .map(|t| {
+            let (stop, mnt) = (stop.clone(), mnt.clone());
+            std::thread::spawn(move || {
+                let mut names: Vec<String> = (0..per).map(|i| format!("x/t{t}-{i}")).collect();
+                let mut errors = Vec::new();
+                let mut round = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) || round < 2 {
+                    round += 1;
+                    for (i, name) in names.iter_mut().enumerate() {
+                        let dir = if (round + i).is_multiple_of(2) { "x" } else { "y" };
+                        let to = format!("{dir}/t{t}-{i}-r{round}");
+                        match fs::rename(mnt.join(&*name), mnt.join(&to)) {
+                            Ok(()) => *name = to,
+                            Err(e) => errors.push(format!("{name} -> {to}: {e}")),
+                        }
+                    }
+                }
+                (names, errors, round)
+            })
+        })
+        .collect();
+    let mut last = serde_json::Value::Null;
+    let done = eventually(Duration::from_secs(120), || {
+        last = rebalance_status(n1, "storm");
+        last.get_str("state") != "in progress"
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut expect: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut rounds = 0;
+    for (t, h) in storm.into_iter().enumerate() {
+        let (names, errors, round) = h.join().unwrap();
+        assert!(
+            errors.is_empty(),
+            "renames failed during the rebalance:\n{}",
+            errors.join("\n")
+        );
+        rounds += round;
+        for (i, name) in names.into_iter().enumerate() {
+            expect.insert(name, pattern(500 + i * 13, (t * 1000 + i) as u64));
+        }
+    }
+    assert!(done, "the rebalance ends: {last:?}");
+    assert!(rounds >= 2 * threads, "{rounds} rounds of renames");
+    // Through the mount: exactly the final names, each once, with their bytes.
+    let out = std::process::Command::new("find")
+        .arg(&mnt)
+        .args(["-type", "f"])
+        .output()
+        .unwrap();
+    let listed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.strip_prefix(&format!("{}/", mnt.display()))
+                .unwrap_or(l)
+                .to_string()
+        })
+        .collect();
+    let unique: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(listed.len(), unique.len(), "a name listed twice");
+    assert_eq!(
+        unique,
+        expect.keys().cloned().collect::<BTreeSet<_>>(),
+        "the mount shows exactly the final names"
+    );
+    for (rel, bytes) in &expect {
+        assert_eq!(&fs::read(mnt.join(rel)).unwrap(), bytes, "{rel}");
+    }
+    // On the bricks: each file's data in exactly one set, every pointer names the set
+    // that holds its file.
+    let set_names = [
+        "storm-replicate-0",
+        "storm-replicate-1",
+        "storm-replicate-2",
+    ];
+    let mut holder: BTreeMap<String, usize> = BTreeMap::new();
+    let mut all_pointers = Vec::new();
+    for (g, set) in sets.iter().enumerate() {
+        let (data, pointers) = brick_contents(Path::new(set[0].split_once(':').unwrap().1));
+        for (rel, bytes) in data {
+            assert_eq!(
+                expect.get(&rel),
+                Some(&bytes),
+                "{rel} on set {g} is a file of the volume"
+            );
+            assert!(
+                holder.insert(rel.clone(), g).is_none(),
+                "{rel} has data in two sets"
+            );
+        }
+        all_pointers.extend(pointers.into_iter().map(|(rel, to)| (g, rel, to)));
+    }
+    assert_eq!(
+        holder.len(),
+        expect.len(),
+        "every file has its data somewhere"
+    );
+    // A pointer of a live name must name its holder. KNOWN GAP (issue 4 note): a storm
+    // can leave a pointer whose name no longer exists; it is hidden from listings and a
+    // lookup of the name finds nothing behind it, but it stays on the brick. Counted here so
+    // a regression that leaves many shows.
+    let mut orphans = Vec::new();
+    for (g, rel, to) in all_pointers {
+        match holder.get(&rel) {
+            Some(h) => assert_eq!(
+                to, set_names[*h],
+                "pointer {rel} on set {g} names the holder"
+            ),
+            None => orphans.push((g, rel)),
+        }
+    }
+    assert!(
+        orphans.len() <= threads,
+        "pointers of names that no longer exist: {orphans:?}"
+    );
+    for (_, rel) in &orphans {
+        assert!(
+            fs::metadata(mnt.join(rel)).is_err(),
+            "{rel}: an orphan pointer must not make a removed name reappear"
+        );
+    }
+    eprintln!("orphan pointers after the storm: {orphans:?}");
+    drop(m);
+    n1.ok(&["volume", "stop", "storm"]);
 }

@@ -7,16 +7,20 @@
 //! Two xdata keys serve `cluster/distribute` (see [`cairn_translators::types`]):
 //! - [`SETXATTR_ON_CREATE`] keys on mkdir, mknod, create and symlink name xattrs (under
 //!   `trusted.cairn.dht.` only) that the new object gets before the reply;
-//! - [`LAYOUT_GEN_KEY`] on every fop that makes a name (mkdir, mknod, create, symlink, link,
-//!   rename) carries the layout generation the caller placed the name by; when the parent
-//!   directory's stored layout is newer, the fop fails with ESTALE before changing anything.
+//! - [`LAYOUT_GEN_KEY`] on every fop that makes or removes a name (mkdir, mknod, create,
+//!   symlink, link, rename, unlink) carries the layout generation the caller placed or found
+//!   the name by (rename also the old parent's, under [`LAYOUT_GEN_SRC_KEY`]); when the
+//!   parent directory's stored layout is newer, the fop fails with ESTALE before changing
+//!   anything.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cairn_translators::types::{LAYOUT_GEN_KEY, SETXATTR_ON_CREATE, lookup_prefixes};
+use cairn_translators::types::{
+    LAYOUT_GEN_KEY, LAYOUT_GEN_SRC_KEY, SETXATTR_ON_CREATE, lookup_prefixes,
+};
 use cairn_translators::{Cx, Entry, FileKind, FopError, FopResult, Gfid, Loc, Xdata};
 use rustix::fs::{Mode, OFlags};
 
@@ -56,14 +60,15 @@ fn create_xattrs(xdata: &Xdata) -> FopResult<Vec<(&str, &[u8])>> {
     Ok(out)
 }
 
-/// The layout generation `xdata` carries ([`LAYOUT_GEN_KEY`]), if any.
-fn expected_layout_gen(xdata: &Xdata) -> FopResult<Option<u32>> {
-    let Some(raw) = xdata.get(LAYOUT_GEN_KEY) else {
+/// The layout generation `xdata` carries under `key` ([`LAYOUT_GEN_KEY`] or
+/// [`LAYOUT_GEN_SRC_KEY`]), if any.
+fn expected_layout_gen(xdata: &Xdata, key: &str) -> FopResult<Option<u32>> {
+    let Some(raw) = xdata.get(key) else {
         return Ok(None);
     };
     let raw = <[u8; 4]>::try_from(raw).map_err(|_| {
         FopError::invalid(format!(
-            "xdata key {LAYOUT_GEN_KEY}: {} bytes, expected a 4-byte big-endian generation",
+            "xdata key {key}: {} bytes, expected a 4-byte big-endian generation",
             raw.len()
         ))
     })?;
@@ -130,7 +135,12 @@ impl Store {
     /// than the one stored on directory `parent` ([`XATTR_DHT_LAYOUT`]). No key, or no stored
     /// layout: nothing to check.
     fn check_layout_gen(&self, parent: Gfid, xdata: &Xdata) -> FopResult<()> {
-        let Some(expected) = expected_layout_gen(xdata)? else {
+        self.check_layout_gen_of(parent, xdata, LAYOUT_GEN_KEY)
+    }
+
+    /// [`Self::check_layout_gen`] for the generation under `key`.
+    fn check_layout_gen_of(&self, parent: Gfid, xdata: &Xdata, key: &str) -> FopResult<()> {
+        let Some(expected) = expected_layout_gen(xdata, key)? else {
             return Ok(());
         };
         let path = self.dir_path(parent)?;
@@ -399,8 +409,10 @@ impl Store {
         Ok((entry, OpenFile::new(file, path, dirs_to_sync)))
     }
 
-    pub(crate) fn unlink(&self, loc: &Loc) -> FopResult<()> {
+    pub(crate) fn unlink(&self, loc: &Loc, xdata: &Xdata) -> FopResult<()> {
         let (parent, name) = loc.parent_and_name()?;
+        // A client whose layout is older may not know a rebalance is moving this name.
+        self.check_layout_gen(parent, xdata)?;
         let path = self.entry_path(parent, name)?;
         let meta = lstat(&path)?;
         if meta.is_dir() {
@@ -441,6 +453,7 @@ impl Store {
         let from = self.entry_path(op, on)?;
         let to = self.entry_path(np, nn)?;
         self.check_layout_gen(np, xdata)?;
+        self.check_layout_gen_of(op, xdata, LAYOUT_GEN_SRC_KEY)?;
         let from_meta = lstat(&from)?;
         let from_gfid = read_gfid(&from)?;
         // What the destination held, for handle upkeep afterwards.

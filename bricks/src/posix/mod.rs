@@ -203,8 +203,8 @@ impl Translator for Posix {
             .await
     }
 
-    async fn unlink(&self, _cx: &Cx, loc: Loc, _xdata: Xdata) -> FopResult<()> {
-        self.run(move |s| s.unlink(&loc)).await
+    async fn unlink(&self, _cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
+        self.run(move |s| s.unlink(&loc, &xdata)).await
     }
 
     async fn rmdir(&self, _cx: &Cx, loc: Loc, _xdata: Xdata) -> FopResult<()> {

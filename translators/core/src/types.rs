@@ -498,6 +498,11 @@ pub const SETXATTR_ON_CREATE: &str = "cairn.setxattr.";
 /// without a stored layout the fop proceeds. A value that is not 4 bytes fails with EINVAL.
 pub const LAYOUT_GEN_KEY: &str = "cairn.dht.layout-gen";
 
+/// Request xdata key of rename: as [`LAYOUT_GEN_KEY`], for the *old* name's parent (the
+/// layout the caller found the source by). A rebalance may have laid that directory out
+/// again, leaving pointers the caller's layout cannot see.
+pub const LAYOUT_GEN_SRC_KEY: &str = "cairn.dht.layout-gen-src";
+
 /// Who is calling: credentials of the application behind the operation, and its lock owner.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Cx {

@@ -1729,25 +1729,7 @@ impl Translator for Dht {
     }
 
     async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
-        let (parent, name) = loc.parent_and_name()?;
-        let r = self.resolve(cx, &loc, &Xdata::new()).await?;
-        if r.entry.iatt.kind == FileKind::Dir {
-            return Err(FopError::new(libc::EISDIR, format!("{loc} is a directory")));
-        }
-        let l = Loc::entry(parent, name);
-        self.child(r.cached)?
-            .unlink(cx, l.clone(), xdata.clone())
-            .await?;
-        if let Some(p) = r.linkto.filter(|&p| p != r.cached)
-            && let Err(e) = self.child(p)?.unlink(cx, l, Xdata::new()).await
-            && !is_gone(&e)
-        {
-            tracing::warn!(file = %loc, error = %e, "could not remove a linkto pointer");
-        }
-        if r.entry.iatt.nlink <= 1 {
-            self.forget(r.entry.iatt.gfid);
-        }
-        Ok(())
+        self.do_unlink(cx, loc, xdata).await
     }
 
     async fn rmdir(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
@@ -2395,6 +2377,68 @@ mod migrate;
 mod rename;
 
 pub use migrate::{Migrated, SettleOutcome};
+
+impl Dht {
+    async fn do_unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
+        let (parent, _) = loc.parent_and_name()?;
+        let mut tries = 0;
+        loop {
+            match self.unlink_once(cx, &loc, &xdata).await {
+                // Our layout is older than the brick's: a rebalance may be moving the name.
+                Err(e) if e.errno == libc::ESTALE && tries < STALE_RETRIES => {
+                    tries += 1;
+                    self.reload_layout(cx, parent).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One unlink. In a directory that is not settled (a rebalance may be moving its files)
+    /// it holds the name's entry lock in its hashed group, the lock a move takes, so the
+    /// file cannot move between finding it and removing it (nor come back after it).
+    async fn unlink_once(&self, cx: &Cx, loc: &Loc, xdata: &Xdata) -> FopResult<()> {
+        let (parent, name) = loc.parent_and_name()?;
+        let layout = self.layout(cx, parent).await?;
+        let lock = match layout.group_for(self.hash(name)) {
+            Some(h) if !layout.is_settled() => Some((self.lock_name(h, parent, name).await?, h)),
+            _ => None,
+        };
+        let result = self.unlink_found(cx, loc, xdata, &layout).await;
+        if let Some((lcx, h)) = lock {
+            self.unlock_name(lcx, h, parent, name);
+        }
+        result
+    }
+
+    async fn unlink_found(
+        &self,
+        cx: &Cx,
+        loc: &Loc,
+        xdata: &Xdata,
+        layout: &Layout,
+    ) -> FopResult<()> {
+        let (parent, name) = loc.parent_and_name()?;
+        let r = self.resolve(cx, loc, &Xdata::new()).await?;
+        if r.entry.iatt.kind == FileKind::Dir {
+            return Err(FopError::new(libc::EISDIR, format!("{loc} is a directory")));
+        }
+        let l = Loc::entry(parent, name);
+        self.child(r.cached)?
+            .unlink(cx, l.clone(), gen_xdata(xdata, layout))
+            .await?;
+        if let Some(p) = r.linkto.filter(|&p| p != r.cached)
+            && let Err(e) = self.child(p)?.unlink(cx, l, Xdata::new()).await
+            && !is_gone(&e)
+        {
+            tracing::warn!(file = %loc, error = %e, "could not remove a linkto pointer");
+        }
+        if r.entry.iatt.nlink <= 1 {
+            self.forget(r.entry.iatt.gfid);
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,13 @@ impl Dht {
         let mut tries = 0;
         loop {
             match self.rename_once(cx, &old, &new, flags, &xdata).await {
-                Err(e) if e.errno == libc::ESTALE && tries < STALE_RETRIES => {
+                // ESTALE: our layout is older than a brick's. ENOENT: the source may have
+                // been moved by a rebalance between finding it and renaming it (the move
+                // holds the name's lock until it is done): look again.
+                Err(e)
+                    if (e.errno == libc::ESTALE || e.errno == libc::ENOENT)
+                        && tries < STALE_RETRIES =>
+                {
                     tries += 1;
                     if let Some(p) = new.parent {
                         self.reload_layout(cx, p).await?;
@@ -108,7 +114,12 @@ impl Dht {
                 }
             }
         }
-        let gx = gen_xdata(xdata, &nlayout);
+        let mut gx = gen_xdata(xdata, &nlayout);
+        let olayout = self.layout(cx, op).await?;
+        gx.set(
+            LAYOUT_GEN_SRC_KEY,
+            olayout.generation().to_be_bytes().to_vec(),
+        );
         let result = if src.entry.iatt.kind == FileKind::Dir {
             self.rename_dir(cx, old, new, flags, &gx, dst.as_ref(), d_h)
                 .await
