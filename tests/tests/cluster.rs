@@ -1480,7 +1480,11 @@ fn a_rename_storm_during_a_rebalance_keeps_the_namespace_exact() {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) || round < 2 {
                     round += 1;
                     for (i, name) in names.iter_mut().enumerate() {
-                        let dir = if (round + i).is_multiple_of(2) { "x" } else { "y" };
+                        let dir = if (round + i).is_multiple_of(2) {
+                            "x"
+                        } else {
+                            "y"
+                        };
                         let to = format!("{dir}/t{t}-{i}-r{round}");
                         match fs::rename(mnt.join(&*name), mnt.join(&to)) {
                             Ok(()) => *name = to,
