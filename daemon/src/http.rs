@@ -1089,14 +1089,7 @@ async fn remove_brick(
 ) -> Res<RemoveBrickReply> {
     let v = find_volume(&d, &name)?;
     let config = d.config().map_err(e500)?;
-    let leaving = |v: &VolumeConfig| -> String {
-        v.bricks
-            .iter()
-            .filter(|b| v.removing.contains(&b.id))
-            .map(BrickConfig::spec)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let leaving = crate::ops::leaving_specs;
     let message = match req.action.as_str() {
         "status" => {
             crate::ops::check_removing(&config, &name, &req.bricks).map_err(ApiErr::from_msg)?;

@@ -355,18 +355,22 @@ pub fn check_removing(config: &ClusterConfig, name: &str, specs: &[String]) -> R
     let mut removing = v.removing.clone();
     removing.sort();
     if given != removing {
-        let leaving: Vec<String> = v
-            .bricks
-            .iter()
-            .filter(|b| v.removing.contains(&b.id))
-            .map(BrickConfig::spec)
-            .collect();
         return Err(format!(
             "the bricks being removed from volume {name} are {}",
-            leaving.join(" ")
+            leaving_specs(v)
         ));
     }
     Ok(())
+}
+
+/// The bricks a remove-brick is draining, as `HOST:/PATH` separated by spaces.
+pub fn leaving_specs(v: &VolumeConfig) -> String {
+    v.bricks
+        .iter()
+        .filter(|b| v.removing.contains(&b.id))
+        .map(BrickConfig::spec)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Builds a replace-brick: the brick keeps its id and role and gets the new place and, on a

@@ -134,6 +134,13 @@ fn rebalance_status(n: &DaemonProc, vol: &str) -> serde_json::Value {
     ])))
 }
 
+fn remove_brick_status(n: &DaemonProc, vol: &str, leaving: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json", "volume", "remove-brick", vol];
+    a.extend_from_slice(leaving);
+    a.push("status");
+    run_of(json(&n.ok(&a)).get("nodes").cloned().unwrap_or_default())
+}
+
 fn bricks(p: &Pool, tag: &str) -> Vec<String> {
     p.nodes
         .iter()
@@ -1270,13 +1277,7 @@ fn remove_brick_drains_a_replica_set_online_and_commit_waits_for_it() {
     assert!(err.contains("not drained"), "{err}");
     let mut last = serde_json::Value::Null;
     let drained = eventually(Duration::from_secs(120), || {
-        let (_, out, _) = {
-            let mut a = vec!["--json", "volume", "remove-brick", "shrink"];
-            a.extend_from_slice(&leaving);
-            a.push("status");
-            n1.cli(&a)
-        };
-        last = run_of(json(&out).get("nodes").cloned().unwrap_or_default());
+        last = remove_brick_status(n1, "shrink", &leaving);
         last.get_str("state") != "in progress"
     });
     assert!(
@@ -1314,13 +1315,7 @@ fn remove_brick_drains_a_replica_set_online_and_commit_waits_for_it() {
     let mut again = serde_json::Value::Null;
     assert!(
         eventually(Duration::from_secs(60), || {
-            let (_, out, _) = {
-                let mut a = vec!["--json", "volume", "remove-brick", "shrink"];
-                a.extend_from_slice(&leaving);
-                a.push("status");
-                n1.cli(&a)
-            };
-            again = run_of(json(&out).get("nodes").cloned().unwrap_or_default());
+            again = remove_brick_status(n1, "shrink", &leaving);
             again.get_str("state") == "completed"
         }),
         "the second drain completes: {again:?}"
