@@ -141,10 +141,11 @@ async fn run(cfg: DaemonConfig) -> Result<(), String> {
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| e.to_string())?;
     tokio::select! {
-        r = cairn_daemon::http::serve(daemon, tcp, unix) => r?,
+        r = cairn_daemon::http::serve(std::sync::Arc::clone(&daemon), tcp, unix) => r?,
         _ = term.recv() => tracing::info!("SIGTERM: cairnd stops; bricks keep running"),
         _ = int.recv() => tracing::info!("SIGINT: cairnd stops; bricks keep running"),
     }
+    daemon.rebalance.shutdown();
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
 }

@@ -87,6 +87,9 @@ struct Swept {
 #[derive(Default)]
 pub struct Rebalances {
     runs: Mutex<HashMap<String, Arc<Run>>>,
+    /// Set when cairnd stops: runs end without recording an end, so the next cairnd
+    /// resumes them.
+    shutting_down: AtomicBool,
 }
 
 /// A status with nothing done yet.
@@ -208,6 +211,18 @@ impl Rebalances {
         }
     }
 
+    /// cairnd is stopping: every run stops where it is and its checkpoint stays
+    /// unfinished, so the next cairnd resumes it (errors seen while the process winds
+    /// down, such as connections closing, are not the run's result).
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        if let Ok(runs) = self.runs.lock() {
+            for r in runs.values() {
+                r.stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// Stops `volume`'s run if one is going on, and forgets an unfinished one, so that it
     /// is not resumed (a remove-brick stopped or committed).
     pub fn abandon(&self, volume: &str, state_dir: &Path) {
@@ -279,8 +294,13 @@ impl Rebalances {
             };
         }
         save_checkpoint(&path, &cp);
+        let me = Arc::clone(self);
         tokio::spawn(async move {
             let result = execute(&v, &run, cp, &path, parallel.max(1)).await;
+            if me.shutting_down.load(Ordering::SeqCst) {
+                tracing::info!(volume = %v.name, "cairnd stops: the rebalance will resume at its next start");
+                return;
+            }
             let elapsed = run.started.elapsed().as_secs_f64();
             let stopped = run.stop.load(Ordering::SeqCst);
             let mut last = None;
