@@ -959,6 +959,63 @@ async fn a_create_replaces_a_stale_name_a_returning_brick_kept() {
     g.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_opened_while_a_brick_lacked_it_writes_there_once_it_has_it() {
+    let mut set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    set.bricks[2].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    let gfid = put(top, Gfid::ROOT, "late", b"version 1").await.unwrap();
+    // Opened while brick 2 has no copy: the fd is open on bricks 0 and 1 only.
+    let fd = Fd::new(gfid, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_WRONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    set.bricks[2].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-2").unwrap().is_up()
+    })
+    .await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    heal_indexed(&set, afr).await;
+    assert_eq!(fs::read(set.dirs[2].join("late")).unwrap(), b"version 1");
+    // The next write through the old fd reaches brick 2 too, instead of blaming it.
+    top.write(
+        &cx(),
+        fd.clone(),
+        0,
+        Payload::new(b"version 2".to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.release(&cx(), fd).await.unwrap();
+    for d in &set.dirs {
+        assert_eq!(
+            fs::read(d.join("late")).unwrap(),
+            b"version 2",
+            "{}",
+            d.display()
+        );
+    }
+    assert!(
+        indexed(&set).is_empty(),
+        "no copy is left for heal: {:?}",
+        indexed(&set)
+    );
+    g.stop().await;
+}
+
 /// A client whose requests to brick `slow` wait `ms` first (a `debug/delay-gen` under the
 /// name replicate knows the brick by, so blame keys stay the same).
 async fn client_slow_on(set: &Set, slow: usize, ms: u64) -> Graph {

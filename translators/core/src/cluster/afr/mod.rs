@@ -194,6 +194,8 @@ struct AfrFd {
     opened: Vec<AtomicBool>,
     /// Child i holds a data dirty mark for this fd (to clear at release).
     marked: Vec<AtomicBool>,
+    /// An open on child i was tried after the fd's open (see `fix_open`).
+    reopen_tried: Vec<AtomicBool>,
     /// The eager lock: held on every opened child.
     lock: tokio::sync::Mutex<bool>,
     /// Lock owner of the eager lock.
@@ -629,6 +631,7 @@ impl Afr {
             let a = Arc::new(AfrFd {
                 opened: (0..n).map(|_| AtomicBool::new(false)).collect(),
                 marked: (0..n).map(|_| AtomicBool::new(false)).collect(),
+                reopen_tried: (0..n).map(|_| AtomicBool::new(false)).collect(),
                 lock: tokio::sync::Mutex::new(false),
                 owner: fd.id() & !(1 << 63),
                 inflight: AtomicUsize::new(0),
@@ -686,21 +689,26 @@ impl Afr {
     ) -> FopResult<Reply> {
         let up = self.quorum("write")?;
         let a = self.afr_fd(fd);
-        let targets: Vec<usize> = up
-            .iter()
-            .copied()
-            .filter(|&i| a.opened.get(i).is_some_and(|o| o.load(Ordering::SeqCst)))
-            .filter(|&i| !self.is_arbiter(i))
-            .collect();
-        if targets.is_empty() {
-            return Err(FopError::not_connected(
-                "the file is not open on any brick that is up",
-            ));
-        }
         let gfid = fd.gfid();
         let lcx = txn::with_owner(cx, a.owner);
+        let mut targets = Vec::new();
         let results = {
             let mut held = a.lock.lock().await;
+            if !*held {
+                // Not locked yet, so a brick opened now is locked with the others.
+                self.fix_open(cx, fd, &a, &up).await;
+            }
+            targets.extend(
+                up.iter()
+                    .copied()
+                    .filter(|&i| a.opened.get(i).is_some_and(|o| o.load(Ordering::SeqCst)))
+                    .filter(|&i| !self.is_arbiter(i)),
+            );
+            if targets.is_empty() {
+                return Err(FopError::not_connected(
+                    "the file is not open on any brick that is up",
+                ));
+            }
             a.inflight.fetch_add(1, Ordering::SeqCst);
             if *held {
                 drop(held);
@@ -786,6 +794,43 @@ impl Afr {
         match out.ok.first() {
             Some((_, r)) => Ok(r.clone()),
             None => Err(out.error()),
+        }
+    }
+
+    /// Opens `fd` on the bricks that are up but were not opened when the file was (the
+    /// file was missing there then: a create racing another client's, or a brick that
+    /// came back), once per brick and fd, so the fd's writes reach every copy instead of
+    /// leaving one for heal. The open carries no truncating or creating flag.
+    async fn fix_open(&self, cx: &Cx, fd: &Fd, a: &AfrFd, up: &[usize]) {
+        let missing: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|&i| !self.is_arbiter(i))
+            .filter(|&i| a.opened.get(i).is_some_and(|o| !o.load(Ordering::SeqCst)))
+            .filter(|&i| {
+                a.reopen_tried
+                    .get(i)
+                    .is_some_and(|t| !t.swap(true, Ordering::SeqCst))
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let flags = fd.flags() & !(libc::O_APPEND | libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL);
+        let results = txn::fan(&self.children, cx, &missing, &|_| Request::Open {
+            loc: Loc::inode(fd.gfid()),
+            flags,
+            fd: fd.clone(),
+            xdata: Xdata::new(),
+        })
+        .await;
+        for (i, r) in results {
+            if r.is_ok()
+                && let Some(o) = a.opened.get(i)
+            {
+                tracing::debug!(gfid = %fd.gfid(), brick = %self.names.get(i).map_or("?", String::as_str), "opened a file on a brick it was missing from at open");
+                o.store(true, Ordering::SeqCst);
+            }
         }
     }
 
