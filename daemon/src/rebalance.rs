@@ -312,7 +312,7 @@ impl Rebalances {
                     Ok(()) if s.files_remaining > 0 => {
                         s.state = "failed".into();
                         s.message = format!(
-                            "{} files are still on the leaving bricks (hard links, symlinks, devices or errors: see the cairnd log); move them by hand and start again, or commit force to leave them behind",
+                            "{} files are still on the leaving bricks (hard links, devices, fifos, sockets or errors: see the cairnd log); move them by hand and start again, or commit force to leave them behind",
                             s.files_remaining
                         );
                     }
@@ -469,16 +469,20 @@ async fn walk<'g>(
         }
         if run.kind != Kind::FixLayout && !cp.done.contains(&key) {
             let clean = migrate_dir(dht, &cx, gfid, run, parallel).await;
-            if clean {
-                match dht.settle_dir(&cx, gfid).await {
-                    Ok(SettleOutcome::Settled) => {}
-                    Ok(SettleOutcome::Unsettled(why)) => {
-                        tracing::info!(dir = %loc, why = %why, "directory left unsettled")
-                    }
-                    Err(e) => {
-                        tracing::warn!(dir = %loc, error = %e, "could not settle a directory")
-                    }
+            // Settling checks every name again and removes the pointers no lookup uses any
+            // more, so it runs even when a file was skipped (one renamed away meanwhile
+            // leaves nothing to settle, and a rename finished under the old layout just
+            // before it left a pointer that only this removes).
+            match dht.settle_dir(&cx, gfid).await {
+                Ok(SettleOutcome::Settled) => {}
+                Ok(SettleOutcome::Unsettled(why)) => {
+                    tracing::info!(dir = %loc, why = %why, "directory left unsettled")
                 }
+                Err(e) => {
+                    tracing::warn!(dir = %loc, error = %e, "could not settle a directory")
+                }
+            }
+            if clean {
                 cp.done.insert(key);
             }
         }

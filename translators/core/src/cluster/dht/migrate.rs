@@ -11,6 +11,10 @@
 //! 3. the destination gets the file's mode and loses its linkto: it is now the file;
 //! 4. the source is unlinked, then the locks are released.
 //!
+//! A symlink has no contents to copy: the destination is made as the same link at once
+//! and the source removed. Devices, fifos, sockets and hard-linked files stay where they
+//! are (reported as skipped).
+//!
 //! A client holding the file open keeps its fd on the source: its next change through that
 //! fd reports `nlink == 0`, and distribute then finds the file in its new group, opens it
 //! there and makes the change again there ([`Dht::follow_migration`]), so no acknowledged
@@ -96,11 +100,11 @@ impl Dht {
             Err(e) => return Err(e),
         };
         match r.entry.iatt.kind {
-            FileKind::File => {}
+            FileKind::File | FileKind::Symlink => {}
             FileKind::Dir => return Ok(Migrated::Skipped("a directory".into())),
             _ => {
                 return Ok(Migrated::Skipped(
-                    "not a regular file (symlinks and devices stay where they are)".into(),
+                    "a device, fifo or socket (they stay where they are)".into(),
                 ));
             }
         }
@@ -169,6 +173,9 @@ impl Dht {
             Err(e) if is_gone(&e) => {}
             Err(e) => return Err(e),
         }
+        if iatt.kind == FileKind::Symlink {
+            return self.move_symlink(cx, &loc, &iatt, s, t).await;
+        }
         let mut x = Xdata::new();
         x.set(
             format!("{SETXATTR_ON_CREATE}{XATTR_LINKTO}"),
@@ -205,6 +212,50 @@ impl Dht {
                 Err(e)
             }
         }
+    }
+
+    /// Moves a symlink (under the same locks as a file): it has no contents that could
+    /// change, so the destination is made as the same link at once (gfid, target, owner
+    /// and times) and the source then goes. Between the two, a lookup finds either copy,
+    /// both the same link.
+    async fn move_symlink(
+        &self,
+        cx: &Cx,
+        loc: &Loc,
+        iatt: &Iatt,
+        s: usize,
+        t: usize,
+    ) -> FopResult<Migrated> {
+        let src = self.child(s)?;
+        let dst = self.child(t)?;
+        let gfid = iatt.gfid;
+        let target = src.readlink(cx, Loc::inode(gfid), Xdata::new()).await?;
+        dst.symlink(cx, target, loc.clone().with_gfid(gfid), 0, Xdata::new())
+            .await?;
+        let owned = dst
+            .setattr(
+                cx,
+                Target::Loc(Loc::inode(gfid)),
+                SetAttr {
+                    uid: Some(iatt.uid),
+                    gid: Some(iatt.gid),
+                    atime: Some(TimeSet::At(iatt.atime)),
+                    mtime: Some(TimeSet::At(iatt.mtime)),
+                    ..SetAttr::default()
+                },
+                Xdata::new(),
+            )
+            .await;
+        if let Err(e) = owned {
+            let _ = dst.unlink(cx, loc.clone(), Xdata::new()).await;
+            return Err(e);
+        }
+        if let Err(e) = src.unlink(cx, loc.clone(), Xdata::new()).await
+            && !is_gone(&e)
+        {
+            tracing::warn!(link = %loc, error = %e, "moved a symlink but could not remove its old copy; lookups find the new one");
+        }
+        Ok(Migrated::Moved { bytes: 0 })
     }
 
     /// Copies contents, owner, times and user xattrs from the source to the (hidden)
