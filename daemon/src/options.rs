@@ -268,6 +268,78 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "features.worm",
+        kind: OptionKind::Bool,
+        default: "off",
+        doc: "Volume-level WORM: a file can be written only through the descriptor that created it, until it is closed; from then on it cannot be changed, renamed or removed (EROFS; EPERM for attributes). Enforced on the bricks.",
+        targets: &[Target::Brick {
+            xlator: "features/worm",
+            key: "worm",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "features.worm-file-level",
+        kind: OptionKind::Bool,
+        default: "off",
+        doc: "File-level WORM with retention: a file is committed by chmod a-w, by setting user.cairn.retain-until, or after features.auto-commit-period without change; a committed file is immutable and cannot be removed before its retention date or while user.cairn.legal-hold is set. Enforced on the bricks.",
+        targets: &[Target::Brick {
+            xlator: "features/worm",
+            key: "worm-file-level",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "features.default-retention-period",
+        kind: OptionKind::Duration {
+            min_ms: 0,
+            max_ms: 100 * 366 * 86_400_000,
+        },
+        default: "120s",
+        doc: "How long a file committed without an explicit date is retained (e.g. 30d, or 3650d for ten years).",
+        targets: &[Target::Brick {
+            xlator: "features/worm",
+            key: "default-retention-period",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "features.auto-commit-period",
+        kind: OptionKind::Duration {
+            min_ms: 0,
+            max_ms: 100 * 366 * 86_400_000,
+        },
+        default: "180s",
+        doc: "A file not modified for this long is committed with the default retention (0: only chmod a-w or a retention date commits).",
+        targets: &[Target::Brick {
+            xlator: "features/worm",
+            key: "auto-commit-period",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "features.retention-mode",
+        kind: OptionKind::Enum(&["relax", "enterprise"]),
+        default: "relax",
+        doc: "relax: a retention date may be moved earlier or later; enterprise: only later.",
+        targets: &[Target::Brick {
+            xlator: "features/worm",
+            key: "retention-mode",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "features.worm-files-deletable",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "Whether a committed file can be removed once its retention date has passed.",
+        targets: &[Target::Brick {
+            xlator: "features/worm",
+            key: "worm-files-deletable",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",

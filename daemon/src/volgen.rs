@@ -73,10 +73,13 @@ pub fn brick_volfile(
     let posix = format!("{v}-{b}-posix");
     let locks = format!("{v}-{b}-locks");
     let index = format!("{v}-{b}-index");
+    let worm = format!("{v}-{b}-worm");
     let stats = format!("{v}-{b}-io-stats");
     let server = format!("{v}-{b}-server");
     let mut stats_opts = BTreeMap::new();
     apply_options(vol, true, "debug/io-stats", &mut stats_opts);
+    let mut worm_opts = BTreeMap::new();
+    apply_options(vol, true, "features/worm", &mut worm_opts);
     let listen = if listen_ip.contains(':') {
         format!("[{listen_ip}]:{}", brick.port)
     } else {
@@ -119,7 +122,8 @@ pub fn brick_volfile(
                 opts(&[("directory", &format!("{}/.cairn/indices", brick.path))]),
                 vec![locks],
             ),
-            node(stats.clone(), "debug/io-stats", stats_opts, vec![index]),
+            node(worm.clone(), "features/worm", worm_opts, vec![index]),
+            node(stats.clone(), "debug/io-stats", stats_opts, vec![worm]),
             node(server, "protocol/server", server_opts, vec![stats]),
         ],
     }

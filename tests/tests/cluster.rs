@@ -10,63 +10,6 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::*;
 
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
-
-struct Pool {
-    nodes: Vec<DaemonProc>,
-    tmp: tempfile::TempDir,
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            n.stop();
-        }
-        kill_everything_under(self.tmp.path());
-    }
-}
-
-/// Three daemons on 127.77.`net`.1-3, probed into one pool from the first.
-fn pool(net: u8) -> Pool {
-    require_root();
-    let tmp = tempfile::Builder::new()
-        .prefix("cairn-pool-")
-        .tempdir()
-        .unwrap();
-    let nodes: Vec<DaemonProc> = (1..=3)
-        .map(|i| {
-            DaemonProc::start(
-                &tmp.path().join(format!("n{i}")),
-                &format!("127.77.{net}.{i}"),
-                None,
-            )
-        })
-        .collect();
-    for n in &nodes[1..] {
-        let out = nodes[0].ok(&["peer", "probe", &n.host]);
-        assert!(out.contains("success"), "{out}");
-    }
-    assert!(
-        eventually(Duration::from_secs(15), || {
-            nodes.iter().all(|n| {
-                let (_, out, _) = n.cli(&["peer", "status"]);
-                out.matches("(Connected)").count() == 2
-            })
-        }),
-        "every node sees two connected peers"
-    );
-    Pool { nodes, tmp }
-}
-
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -139,19 +82,6 @@ fn remove_brick_status(n: &DaemonProc, vol: &str, leaving: &[&str]) -> serde_jso
     a.extend_from_slice(leaving);
     a.push("status");
     run_of(json(&n.ok(&a)).get("nodes").cloned().unwrap_or_default())
-}
-
-fn bricks(p: &Pool, tag: &str) -> Vec<String> {
-    p.nodes
-        .iter()
-        .map(|n| {
-            format!(
-                "{}:{}",
-                n.host,
-                p.tmp.path().join(format!("{tag}-{}", n.host)).display()
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -10,17 +10,6 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::*;
 
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    false
-}
-
 struct Setup {
     nodes: Vec<DaemonProc>,
     bricks: Vec<PathBuf>,

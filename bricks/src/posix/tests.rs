@@ -1374,3 +1374,141 @@ async fn stale_layouts_refuse_new_names() {
     assert_eq!(e.errno, libc::EIO, "{e}");
     assert!(!dir.path().join("d/bad").exists());
 }
+
+/// `features/worm` over a real brick: what a client (pid ≠ 0) may not do to a committed file,
+/// and what Cairn's own operations (pid 0) may.
+#[tokio::test]
+async fn worm_over_posix_guards_committed_files_from_clients_but_lets_moves_and_repairs_through() {
+    use cairn_translators::features::worm::{MIGRATED_KEY, Worm, WormConfig, XATTR_WORM};
+    let (_dir, p) = brick();
+    let posix: XlatorRef = Arc::new(p);
+    let worm = Worm::new(
+        "worm",
+        vec![posix],
+        WormConfig {
+            volume: false,
+            file_level: true,
+            retention: std::time::Duration::from_secs(3600),
+            auto_commit: std::time::Duration::ZERO,
+            enterprise: false,
+            deletable: true,
+        },
+    );
+    let client = Cx { pid: 4321, ..cx() };
+    let internal = Cx::internal();
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_RDWR);
+    worm.create(
+        &client,
+        Loc::entry(Gfid::ROOT, "img").with_gfid(g),
+        libc::O_RDWR,
+        0o644,
+        0o022,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    worm.write(
+        &client,
+        fd.clone(),
+        0,
+        Payload::new(b"pixels".to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    worm.setattr(
+        &client,
+        Target::Loc(Loc::inode(g)),
+        SetAttr {
+            perm: Some(0o444),
+            ..SetAttr::default()
+        },
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    // Even through an fd opened before the commit, no write gets in.
+    let e = worm
+        .write(
+            &client,
+            fd.clone(),
+            0,
+            Payload::new(b"XX".to_vec()),
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EROFS, "{e}");
+    worm.release(&client, fd).await.unwrap();
+    let e = worm
+        .setattr(
+            &client,
+            Target::Loc(Loc::inode(g)),
+            SetAttr {
+                perm: Some(0o644),
+                ..SetAttr::default()
+            },
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
+    // A client cannot forge or drop the retention state.
+    let mut forged = Xdata::new();
+    forged.set(XATTR_WORM, b"1:0:0".to_vec());
+    let e = worm
+        .setxattr(&client, Target::Loc(Loc::inode(g)), forged, 0, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
+    let e = worm
+        .removexattr(
+            &client,
+            Target::Loc(Loc::inode(g)),
+            XATTR_WORM.to_string(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
+    // Claiming to be a move does not help a client.
+    let mut moved = Xdata::new();
+    moved.set(MIGRATED_KEY, b"1".to_vec());
+    let e = worm
+        .unlink(&client, Loc::entry(Gfid::ROOT, "img"), moved.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EROFS, "{e}");
+    // Heal may put the same bytes back.
+    let hfd = Fd::new(g, libc::O_WRONLY);
+    worm.open(
+        &internal,
+        Loc::inode(g),
+        libc::O_WRONLY,
+        hfd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    worm.write(
+        &internal,
+        hfd.clone(),
+        0,
+        Payload::new(b"pixels".to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    worm.release(&internal, hfd).await.unwrap();
+    // Cairn's own unlink is refused unless it is the end of a move.
+    let e = worm
+        .unlink(&internal, Loc::entry(Gfid::ROOT, "img"), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EROFS, "{e}");
+    worm.unlink(&internal, Loc::entry(Gfid::ROOT, "img"), moved)
+        .await
+        .unwrap();
+}

@@ -62,6 +62,7 @@ impl Registry {
         r.register(crate::debug::delay_gen::TYPE);
         r.register(crate::features::locks::TYPE);
         r.register(crate::features::index::TYPE);
+        r.register(crate::features::worm::TYPE);
         r.register(crate::cluster::afr::TYPE);
         r.register(crate::cluster::dht::TYPE);
         r

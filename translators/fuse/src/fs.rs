@@ -127,7 +127,9 @@ fn cx(req: &Request, lock_owner: Option<LockOwner>) -> Cx {
     Cx {
         uid: req.uid(),
         gid: req.gid(),
-        pid: req.pid(),
+        // pid 0 marks Cairn's own operations (heal, rebalance), which WORM lets repair and
+        // move files; a request from the kernel itself must not pass for one.
+        pid: req.pid().max(1),
         lk_owner: lock_owner.map_or(0, |l| l.0),
         client: 0,
     }

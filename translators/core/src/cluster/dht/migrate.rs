@@ -192,8 +192,11 @@ impl Dht {
         .await?;
         match self.copy_and_switch(cx, gfid, s, t, &iatt).await {
             Ok(bytes) => {
-                // The destination is the file now; the source goes.
-                if let Err(e) = src.unlink(cx, loc, Xdata::new()).await
+                // The destination is the file now; the source goes (a WORM file too: it
+                // is moved, not removed).
+                let mut moved = Xdata::new();
+                moved.set(crate::features::worm::MIGRATED_KEY, b"1".to_vec());
+                if let Err(e) = src.unlink(cx, loc, moved).await
                     && !is_gone(&e)
                 {
                     tracing::warn!(file = %name, error = %e, "moved a file but could not remove its old copy; lookups find the new one");
@@ -328,6 +331,10 @@ impl Dht {
                 user.set(k.clone(), v.clone());
             }
         }
+        // A WORM file's retention moves with it (set last, once the copy is whole).
+        let retention = all
+            .get(crate::features::worm::XATTR_WORM)
+            .map(<[u8]>::to_vec);
         if !user.is_empty() {
             dst.setxattr(cx, Target::Loc(Loc::inode(gfid)), user, 0, Xdata::new())
                 .await?;
@@ -363,6 +370,12 @@ impl Dht {
             Xdata::new(),
         )
         .await?;
+        if let Some(r) = retention {
+            let mut x = Xdata::new();
+            x.set(crate::features::worm::XATTR_WORM, r);
+            dst.setxattr(cx, Target::Loc(Loc::inode(gfid)), x, 0, Xdata::new())
+                .await?;
+        }
         Ok(bytes)
     }
 
