@@ -1123,6 +1123,8 @@ fn remove_brick_drains_a_replica_set_online_and_commit_waits_for_it() {
     args.extend(set1.iter().chain(&set2).map(String::as_str));
     args.push("force");
     n1.ok(&args);
+    // Committed WORM files must leave with their retention.
+    n1.ok(&["volume", "set", "shrink", "features.worm-file-level", "on"]);
     n1.ok(&["volume", "start", "shrink"]);
     let mnt = p.tmp.path().join("mnt-shrink");
     let m = mount_from_server("127.77.11.2:/shrink", &mnt, &[]).unwrap();
@@ -1147,6 +1149,23 @@ fn remove_brick_drains_a_replica_set_online_and_commit_waits_for_it() {
         })
         .count();
     assert!(on_leaving > 0, "the first set holds files");
+    // Some images committed (chmod a-w), with their retention dates.
+    let retained: Vec<(String, Vec<u8>)> = (0..n)
+        .filter(|i| i % 3 != 0)
+        .take(12)
+        .map(|i| {
+            let f = mnt.join(format!("a/f{i}"));
+            fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+            let mut buf = vec![0u8; 32];
+            let len = rustix::fs::getxattr(&f, "user.cairn.retain-until", &mut buf).unwrap();
+            buf.truncate(len);
+            (format!("a/f{i}"), buf)
+        })
+        .collect();
+    assert!(
+        retained.iter().any(|(rel, _)| d1.join(rel).exists()),
+        "some committed file is on the leaving set"
+    );
     let links_leaving = links
         .iter()
         .filter(|i| fs::symlink_metadata(d1.join(format!("a/b/l{i}"))).is_ok())
@@ -1314,6 +1333,17 @@ fn remove_brick_drains_a_replica_set_online_and_commit_waits_for_it() {
             pattern(2000 + *k as usize % 5000, 7000 + k),
             "in/w{k}, written during the drain"
         );
+    }
+    // Moved committed files keep their date and stay immutable.
+    for (rel, until) in &retained {
+        let f = mnt.join(rel);
+        let mut buf = vec![0u8; 32];
+        let len = rustix::fs::getxattr(&f, "user.cairn.retain-until", &mut buf).unwrap();
+        assert_eq!(&buf[..len], &until[..], "{rel} keeps its retention date");
+        let e = fs::remove_file(&f).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{rel}: {e}");
+        let e = fs::OpenOptions::new().append(true).open(&f).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{rel}: {e}");
     }
     for &i in &links {
         let l = mnt.join(format!("a/b/l{i}"));
