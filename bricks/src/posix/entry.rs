@@ -19,7 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use cairn_translators::types::{
-    LAYOUT_GEN_KEY, LAYOUT_GEN_SRC_KEY, SETXATTR_ON_CREATE, lookup_prefixes,
+    CREATED_KEY, LAYOUT_GEN_KEY, LAYOUT_GEN_SRC_KEY, SETXATTR_ON_CREATE, lookup_prefixes,
 };
 use cairn_translators::{Cx, Entry, FileKind, FopError, FopResult, Gfid, Loc, Xdata};
 use rustix::fs::{Mode, OFlags};
@@ -365,13 +365,17 @@ impl Store {
                         file.metadata().map_err(|e| io_error(&e, "stat", &path))
                     })();
                     match result {
-                        Ok(meta) => (
-                            Entry {
-                                iatt: iatt(&meta, gfid),
-                                xdata: Xdata::new(),
-                            },
-                            true,
-                        ),
+                        Ok(meta) => {
+                            let mut xdata = Xdata::new();
+                            xdata.set(CREATED_KEY, vec![1]);
+                            (
+                                Entry {
+                                    iatt: iatt(&meta, gfid),
+                                    xdata,
+                                },
+                                true,
+                            )
+                        }
                         Err(e) => {
                             let _ = fs::remove_file(&path);
                             return Err(e);

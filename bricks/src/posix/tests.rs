@@ -1512,3 +1512,192 @@ async fn worm_over_posix_guards_committed_files_from_clients_but_lets_moves_and_
         .await
         .unwrap();
 }
+
+/// `features/bitrot` over a real brick: a closed, quiet file is signed; a change drops the
+/// signature before it lands and the file is signed again (next version); a scrub of a
+/// copy damaged on disk marks it bad, and reads of it fail until heal removes the mark;
+/// clients cannot forge or remove the xattrs.
+#[tokio::test]
+async fn bitrot_over_posix_signs_quiet_files_and_scrub_finds_damage() {
+    use cairn_translators::features::bitrot::{
+        Bitrot, BitrotConfig, SCRUB_KEY, ScrubReply, Signature, Verdict, XATTR_BAD, XATTR_SIGNATURE,
+    };
+    let (dir, p) = brick();
+    let posix: XlatorRef = Arc::new(p);
+    let br = Bitrot::new(
+        "bitrot",
+        vec![posix],
+        BitrotConfig {
+            signing: true,
+            signing_time: std::time::Duration::from_secs(1),
+        },
+    );
+    br.start().await.unwrap();
+    let internal = Cx::internal();
+    let client = Cx { pid: 77, ..cx() };
+    let sig = async |br: &Bitrot, g: Gfid| {
+        br.getxattr(
+            &internal,
+            Target::Loc(Loc::inode(g)),
+            Some(XATTR_SIGNATURE.into()),
+            Xdata::new(),
+        )
+        .await
+        .ok()
+        .and_then(|x| x.get(XATTR_SIGNATURE).and_then(Signature::decode))
+    };
+    let scrub = async |br: &Bitrot, g: Gfid| {
+        let x = br
+            .getxattr(
+                &internal,
+                Target::Loc(Loc::inode(g)),
+                Some(SCRUB_KEY.into()),
+                Xdata::new(),
+            )
+            .await
+            .unwrap();
+        ScrubReply::decode(x.get(SCRUB_KEY).unwrap()).unwrap()
+    };
+    let g = Gfid::random();
+    let fd = Fd::new(g, libc::O_RDWR);
+    br.create(
+        &client,
+        Loc::entry(Gfid::ROOT, "img").with_gfid(g),
+        libc::O_RDWR,
+        0o644,
+        0o022,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let data = vec![7u8; 300_000];
+    br.write(
+        &client,
+        fd.clone(),
+        0,
+        Payload::new(data.clone()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    // Open: not signed, however long it waits; a scrub calls it busy.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(sig(&br, g).await, None, "an open file is not signed");
+    assert_eq!(scrub(&br, g).await.verdict, Verdict::Busy);
+    br.release(&client, fd.clone()).await.unwrap();
+    drop(fd);
+    let mut signed = None;
+    for _ in 0..50 {
+        signed = sig(&br, g).await;
+        if signed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first = signed.expect("signed once closed and quiet");
+    assert_eq!(first.version, 1);
+    assert_eq!(first.hash, xxhash_rust::xxh3::xxh3_128(&data));
+    let ok = scrub(&br, g).await;
+    assert_eq!(ok.verdict, Verdict::Ok);
+    assert_eq!(ok.bytes, data.len() as u64);
+
+    // A change: the signature is gone as soon as the write returns; signed again later.
+    let fd = Fd::new(g, libc::O_WRONLY);
+    br.open(
+        &client,
+        Loc::inode(g),
+        libc::O_WRONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    br.write(
+        &client,
+        fd.clone(),
+        10,
+        Payload::new(vec![1u8; 5]),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sig(&br, g).await,
+        None,
+        "a change drops the signature first"
+    );
+    br.release(&client, fd.clone()).await.unwrap();
+    drop(fd);
+    let mut again = None;
+    for _ in 0..50 {
+        again = sig(&br, g).await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(again.expect("signed again").version, 2);
+
+    // Damage on disk, behind the brick's back.
+    let path = dir.path().join("img");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[123_456] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(scrub(&br, g).await.verdict, Verdict::Corrupt);
+    assert!(
+        rustix::fs::getxattr(&path, XATTR_BAD, &mut [0u8; 64]).is_ok(),
+        "the copy is marked bad on disk"
+    );
+    assert_eq!(scrub(&br, g).await.verdict, Verdict::Bad);
+    let fd = Fd::new(g, libc::O_RDONLY);
+    br.open(
+        &client,
+        Loc::inode(g),
+        libc::O_RDONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let e = br
+        .read(&client, fd.clone(), 0, 4096, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EIO, "a damaged copy serves no reads: {e}");
+    // Clients can neither forge nor clear the marks.
+    let mut forged = Xdata::new();
+    forged.set(
+        XATTR_SIGNATURE,
+        b"1:xxh3-128:9:00000000000000000000000000000000".to_vec(),
+    );
+    let e = br
+        .setxattr(&client, Target::Loc(Loc::inode(g)), forged, 0, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EPERM);
+    let e = br
+        .removexattr(
+            &client,
+            Target::Loc(Loc::inode(g)),
+            XATTR_BAD.into(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EPERM);
+    // Heal (internal) removes the mark once it has rewritten the copy: reads work again.
+    br.removexattr(
+        &internal,
+        Target::Loc(Loc::inode(g)),
+        XATTR_BAD.into(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    br.read(&client, fd.clone(), 0, 4096, Xdata::new())
+        .await
+        .unwrap();
+    br.release(&client, fd).await.unwrap();
+    br.stop().await;
+}

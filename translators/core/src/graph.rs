@@ -63,6 +63,7 @@ impl Registry {
         r.register(crate::features::locks::TYPE);
         r.register(crate::features::index::TYPE);
         r.register(crate::features::worm::TYPE);
+        r.register(crate::features::bitrot::TYPE);
         r.register(crate::cluster::afr::TYPE);
         r.register(crate::cluster::dht::TYPE);
         r

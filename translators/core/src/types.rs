@@ -491,6 +491,10 @@ pub fn lookup_prefixes(xdata: &Xdata) -> Vec<&str> {
 /// before anything is created. Distribute gives a new directory its layout this way.
 pub const SETXATTR_ON_CREATE: &str = "cairn.setxattr.";
 
+/// Reply xdata key of `create`: the storage translator sets it when it made a new file (not
+/// when an existing file was opened). Translators above it may take it out.
+pub const CREATED_KEY: &str = "cairn.posix.created";
+
 /// Xdata key of entry-creating fops (mkdir, mknod, create, symlink, and link and rename for
 /// the new name): the layout generation of the parent directory the caller placed the name
 /// by, a big-endian u32 (4 bytes). The brick fails the fop with ESTALE, creating nothing,

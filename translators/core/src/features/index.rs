@@ -176,7 +176,9 @@ impl Index {
             .await;
         let clean = match &all {
             // A dirty counter below zero means a mark was settled by heal before its owner
-            // cleared it: clean.
+            // cleared it: clean. A copy a scrub found damaged stays listed until heal has
+            // rebuilt it.
+            Ok(x) if x.contains(crate::features::bitrot::XATTR_BAD) => false,
             Ok(x) => x
                 .iter()
                 .filter(|(k, _)| k.starts_with(AFR_PREFIX))

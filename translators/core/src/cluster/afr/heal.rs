@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::Afr;
 use super::txn::{self, pending_key};
 use crate::error::{FopError, FopResult};
+use crate::features::bitrot::{
+    self, HASH_KEY, SCRUB_KEY, ScrubReply, Signature, Verdict, XATTR_BAD, XATTR_SIGNATURE,
+};
 use crate::features::index::{
     AFR_PREFIX, DATA, ENTRY, METADATA, XATTR_DIRTY, counters, read_counters,
 };
@@ -67,6 +70,9 @@ pub struct HealReport {
     pub clean: bool,
     /// Inodes met in a directory that were healed too.
     pub children: Vec<Gfid>,
+    /// A copy damaged (found by a scrub) that could not be rebuilt: no other copy verifies.
+    #[serde(default)]
+    pub corrupt: Option<String>,
 }
 
 /// One copy as heal sees it.
@@ -76,6 +82,10 @@ struct Copy {
     dirty: [i64; 3],
     /// Counter of changes child j missed, recorded here (keyed by child index).
     blame: HashMap<usize, [i64; 3]>,
+    /// A scrub found this copy damaged.
+    bad: bool,
+    /// Its bitrot signature.
+    signature: Option<Signature>,
 }
 
 fn kind_index(kind: u8) -> usize {
@@ -107,17 +117,19 @@ impl Throttle {
         if self.bytes_per_sec == 0 {
             return;
         }
+        // Paced: the bytes taken since `origin` are due at `origin + bytes / rate`; a caller
+        // ahead of that waits. After a pause (more than a second behind) pacing starts
+        // afresh, so idle time is not saved up for a burst.
         let wait = match self.window.lock() {
             Ok(mut w) => {
-                if w.0.elapsed() >= Duration::from_secs(1) {
-                    *w = (Instant::now(), 0);
-                }
-                w.1 += n;
-                if w.1 > self.bytes_per_sec {
-                    let over = w.1 - self.bytes_per_sec;
-                    Duration::from_secs_f64(over as f64 / self.bytes_per_sec as f64)
-                } else {
+                let now = Instant::now();
+                let due = w.0 + Duration::from_secs_f64(w.1 as f64 / self.bytes_per_sec as f64);
+                if due + Duration::from_secs(1) < now {
+                    *w = (now, n);
                     Duration::ZERO
+                } else {
+                    w.1 += n;
+                    due.saturating_duration_since(now)
                 }
             }
             Err(_) => Duration::ZERO,
@@ -140,6 +152,7 @@ impl Afr {
         let up = self.up_children();
         let mut x = Xdata::new();
         add_lookup_prefix(&mut x, AFR_PREFIX);
+        add_lookup_prefix(&mut x, bitrot::PREFIX);
         let results = txn::fan(&self.children, cx, &up, &|_| crate::wire::Request::Lookup {
             loc: loc.clone(),
             xdata: x.clone(),
@@ -167,6 +180,8 @@ impl Afr {
                     iatt: e.iatt,
                     dirty,
                     blame,
+                    bad: e.xdata.contains(XATTR_BAD),
+                    signature: e.xdata.get(XATTR_SIGNATURE).and_then(Signature::decode),
                 },
             );
         }
@@ -328,7 +343,8 @@ impl Afr {
         }
         // Every up brick has it and no counter is set: nothing to do, no lock needed (an
         // index entry healed meanwhile, for example by its directory's heal).
-        let quiet = |c: &Copy| c.dirty == [0; 3] && c.blame.values().all(|v| *v == [0; 3]);
+        let quiet =
+            |c: &Copy| !c.bad && c.dirty == [0; 3] && c.blame.values().all(|v| *v == [0; 3]);
         if up.iter().all(|i| probe.get(i).is_some_and(quiet)) {
             // A no-op change of the counters lets each brick's index drop a stale entry.
             for &i in &up {
@@ -355,7 +371,7 @@ impl Afr {
         // Do not take their locks.
         let blamed = probe
             .values()
-            .any(|c| c.blame.values().any(|v| v.iter().any(|n| *n > 0)));
+            .any(|c| c.bad || c.blame.values().any(|v| v.iter().any(|n| *n > 0)));
         if !stale_dirty && !blamed && up.iter().all(|i| probe.contains_key(i)) {
             return Ok(HealReport {
                 clean: true,
@@ -448,6 +464,28 @@ impl Afr {
         for &kind in kinds {
             let k = kind_index(kind);
             let (mut sources, mut sinks) = self.judge_kind(&copies, kind);
+            if kind == DATA && copies.values().any(|c| c.bad) {
+                // Damaged copies are rebuilt, only from copies that verify.
+                match self
+                    .verified_sources(cx, gfid, &copies, &sources, &sinks)
+                    .await
+                {
+                    Ok(verified) => {
+                        sources = verified;
+                        for (i, c) in &copies {
+                            if c.bad && !sinks.contains(i) {
+                                sinks.push(*i);
+                            }
+                        }
+                        sinks.sort_unstable();
+                    }
+                    Err(why) => {
+                        tracing::error!(%gfid, "{why}");
+                        report.corrupt = Some(why);
+                        continue;
+                    }
+                }
+            }
             let dirty_only = sinks.is_empty() && copies.values().any(|c| c.dirty[k] > 0);
             if sources.is_empty() && !sinks.is_empty() {
                 // Everyone is blamed: a split-brain, unless a policy settles it.
@@ -511,13 +549,18 @@ impl Afr {
             let mut healed = Vec::new();
             for &sink in &sinks {
                 let r = match kind {
-                    DATA => self
-                        .heal_data(cx, gfid, source, sink, throttle)
-                        .await
-                        .map(|n| {
+                    DATA => match self.heal_data(cx, gfid, source, sink, throttle).await {
+                        Ok(n) => {
                             report.data += 1;
                             report.bytes += n;
-                        }),
+                            if copies.get(&sink).is_some_and(|c| c.bad) {
+                                self.unmark_bad(cx, gfid, sink).await
+                            } else {
+                                Ok(())
+                            }
+                        }
+                        Err(e) => Err(e),
+                    },
                     METADATA => self
                         .heal_metadata(cx, gfid, &copies, source, sink)
                         .await
@@ -560,8 +603,102 @@ impl Afr {
                 }
             }
         }
-        report.clean = !any && report.split_brain.is_none();
+        report.clean = !any && report.split_brain.is_none() && report.corrupt.is_none();
         Ok(report)
+    }
+
+    /// The sources a damaged copy may be rebuilt from: copies not damaged themselves that
+    /// verify against their own signature, or that hold exactly what a damaged copy's
+    /// signature describes. When the damaged copy is also blamed (it missed changes, so its
+    /// signature is of older contents), blame's sources serve unless they are found damaged.
+    /// Each candidate is checked on its own brick (a scrub of that copy). No source: the
+    /// reason, to be reported.
+    async fn verified_sources(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        copies: &HashMap<usize, Copy>,
+        sources: &[usize],
+        sinks: &[usize],
+    ) -> Result<Vec<usize>, String> {
+        let expected: Vec<u128> = copies
+            .values()
+            .filter(|c| c.bad)
+            .filter_map(|c| c.signature.map(|s| s.hash))
+            .collect();
+        let blamed_too = copies.iter().any(|(i, c)| c.bad && sinks.contains(i));
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for &i in sources {
+            if copies.get(&i).is_none_or(|c| c.bad) {
+                continue;
+            }
+            let Ok(child) = self.child_ref(i) else {
+                continue;
+            };
+            let mut want = Xdata::new();
+            want.set(HASH_KEY, vec![1]);
+            let reply = child
+                .getxattr(
+                    cx,
+                    Target::Loc(Loc::inode(gfid)),
+                    Some(SCRUB_KEY.to_string()),
+                    want,
+                )
+                .await
+                .ok()
+                .and_then(|x| x.get(SCRUB_KEY).and_then(ScrubReply::decode));
+            let name = self.names.get(i).map_or("?", String::as_str);
+            let Some(r) = reply else {
+                seen.push(format!("{name}: no answer"));
+                continue;
+            };
+            seen.push(format!("{name}: {}", r.verdict.as_str()));
+            let matches = r.hash.is_some_and(|h| expected.contains(&h));
+            let ok = match r.verdict {
+                Verdict::Ok => true,
+                Verdict::Corrupt | Verdict::Bad => false,
+                _ => matches || blamed_too,
+            };
+            if ok {
+                out.push(i);
+            }
+        }
+        if out.is_empty() {
+            return Err(format!(
+                "{gfid}: a copy failed its bitrot check and no other copy verifies ({}); \
+                 the file is not repaired and its damaged copies serve no reads",
+                if !seen.is_empty() {
+                    seen.join(", ")
+                } else if copies.values().all(|c| c.bad) {
+                    "every copy is marked damaged".to_string()
+                } else {
+                    "no other copy is up".to_string()
+                }
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes the damaged mark of a copy heal has rewritten.
+    async fn unmark_bad(&self, cx: &Cx, gfid: Gfid, i: usize) -> FopResult<()> {
+        self.child_ref(i)?
+            .removexattr(
+                cx,
+                Target::Loc(Loc::inode(gfid)),
+                XATTR_BAD.to_string(),
+                Xdata::new(),
+            )
+            .await
+            .or_else(|e| {
+                if e.errno == libc::ENODATA {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        tracing::info!(%gfid, brick = %self.names.get(i).map_or("?", String::as_str), "copy that failed its bitrot check rebuilt from a verified copy");
+        Ok(())
     }
 
     /// Marks healed copies good again in the inode cache.
@@ -953,6 +1090,8 @@ impl Afr {
                 iatt: ia.clone(),
                 dirty: [0; 3],
                 blame: HashMap::new(),
+                bad: false,
+                signature: None,
             },
         );
         let _ = self.heal_metadata(cx, e.gfid, &copies, source, sink).await;
@@ -1212,6 +1351,9 @@ pub fn merge(into: &mut HealReport, r: HealReport) {
     if r.split_brain.is_some() {
         into.split_brain = r.split_brain;
     }
+    if r.corrupt.is_some() {
+        into.corrupt = r.corrupt;
+    }
     into.children.extend(r.children);
 }
 
@@ -1223,7 +1365,11 @@ fn user_xattrs(x: Xdata) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Every name of a directory on one brick (without `.` and `..`), with attributes.
-async fn list_dir(child: &XlatorRef, cx: &Cx, dir: Gfid) -> FopResult<BTreeMap<String, DirEntry>> {
+pub async fn list_dir(
+    child: &XlatorRef,
+    cx: &Cx,
+    dir: Gfid,
+) -> FopResult<BTreeMap<String, DirEntry>> {
     let fd = Fd::new(dir, libc::O_RDONLY);
     child
         .opendir(cx, Loc::inode(dir), fd.clone(), Xdata::new())

@@ -25,6 +25,7 @@ use cairn_volfiles::{Arity, Maturity, OptionKind, OptionSpec, Role, TypeDecl};
 use tokio::task::JoinHandle;
 
 use crate::error::{FopError, FopResult};
+use crate::features::bitrot::XATTR_BAD;
 use crate::features::index::{AFR_PREFIX, DATA, ENTRY, METADATA, read_counters};
 use crate::graph::{BuildCtx, TranslatorType};
 use crate::types::*;
@@ -619,6 +620,14 @@ impl Afr {
                     return Ok(v);
                 }
                 Err(e) if e.errno == libc::ENOTCONN => last = Some(e),
+                // A copy that cannot be read (a damaged copy, a failing disk): another
+                // copy may be whole. It serves no more reads of this file until a lookup
+                // or heal says otherwise.
+                Err(e) if e.errno == libc::EIO => {
+                    tracing::warn!(%gfid, brick = %self.names.get(i).map_or("?", String::as_str), error = %e, "read failed on one copy; trying another");
+                    self.demote(gfid, &[i]);
+                    last = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -961,6 +970,12 @@ impl Afr {
                 }
             }
         }
+        // A copy a scrub found damaged serves no reads until heal rewrites it.
+        for (i, e) in replies {
+            if e.xdata.contains(XATTR_BAD) {
+                blamed |= 1 << i;
+            }
+        }
         let present: u64 = replies.iter().fold(0, |m, (i, _)| m | (1 << i));
         let good = present & !blamed;
         let data_good = (0..self.n())
@@ -1095,6 +1110,7 @@ impl Translator for Afr {
         }
         let mut x = xdata.clone();
         add_lookup_prefix(&mut x, AFR_PREFIX);
+        add_lookup_prefix(&mut x, XATTR_BAD);
         let results = txn::fan(&self.children, cx, &up, &|_| Request::Lookup {
             loc: loc.clone(),
             xdata: x.clone(),
@@ -1141,7 +1157,7 @@ impl Translator for Afr {
         let afr_keys: Vec<String> = entry
             .xdata
             .iter()
-            .filter(|(k, _)| k.starts_with(AFR_PREFIX))
+            .filter(|(k, _)| k.starts_with(AFR_PREFIX) || k.as_str() == XATTR_BAD)
             .map(|(k, _)| k.clone())
             .collect();
         for k in afr_keys {
