@@ -82,7 +82,7 @@ pub enum Command {
     /// Show the trusted pool: pool list.
     #[command(subcommand)]
     Pool(cmd::pool::Pool),
-    /// Manage volumes: create, start, stop, delete, info, list, status, set, get, reset, heal, add-brick, remove-brick, rebalance, replace-brick, reset-brick.
+    /// Manage volumes: create, start, stop, delete, info, list, status, set, get, reset, heal, bitrot, add-brick, remove-brick, rebalance, replace-brick, reset-brick.
     #[command(subcommand)]
     Volume(cmd::volume::Volume),
     /// Mount a volume with FUSE: HOST[:PORT]:/VOL MOUNTPOINT, or --volfile FILE MOUNTPOINT.
@@ -121,6 +121,7 @@ fn verb(v: &cmd::volume::Volume) -> &'static str {
         V::Get { .. } => "get",
         V::Reset { .. } => "reset",
         V::Heal { .. } => "heal",
+        V::Bitrot { .. } => "bitrot",
         V::ReplaceBrick { .. } => "replace-brick",
         V::ResetBrick { .. } => "reset-brick",
         V::AddBrick { .. } => "add-brick",

@@ -218,7 +218,7 @@ impl Daemon {
         }
     }
 
-    fn volume_config(&self, name: &str) -> Option<VolumeConfig> {
+    pub(crate) fn volume_config(&self, name: &str) -> Option<VolumeConfig> {
         self.config()
             .ok()?
             .volumes

@@ -166,6 +166,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/peer/heal-info/{name}", get(peer_heal_info))
         .route("/v1/peer/heal-stats/{name}", get(peer_heal_stats))
         .route("/v1/peer/rebalance/{name}", get(peer_rebalance))
+        .route("/v1/volumes/{name}/bitrot/status", get(scrub_status))
+        .route("/v1/volumes/{name}/bitrot/ondemand", post(scrub_ondemand))
+        .route("/v1/peer/scrub-status/{name}", get(peer_scrub_status))
+        .route("/v1/peer/scrub-kick/{name}", post(peer_scrub_kick))
         .route(routes::OPTIONS, get(option_table))
         .route(routes::PEER_JOIN, post(join))
         .route(routes::PEER_STATE, get(peer_state))
@@ -888,6 +892,103 @@ async fn peer_heal_stats(State(d): D, Path(name): Path<String>) -> Res<HealStats
     Ok(Json(
         d.heal.get(&name).map(|w| w.stats()).unwrap_or_default(),
     ))
+}
+
+/// The volume, which must have bitrot detection on.
+fn require_bitrot(d: &Daemon, name: &str) -> Result<VolumeConfig, ApiErr> {
+    let v = d
+        .volume_config(name)
+        .ok_or_else(|| ApiErr::from_msg(format!("volume {name} does not exist")))?;
+    if options::effective(&v.options, "features.bitrot") != Some("on") {
+        return Err(ApiErr::from_msg(format!(
+            "bitrot detection is not enabled on volume {name}: volume bitrot {name} enable"
+        )));
+    }
+    Ok(v)
+}
+
+async fn scrub_status(State(d): D, Path(name): Path<String>) -> Res<Vec<ScrubStatus>> {
+    let v = require_bitrot(&d, &name)?;
+    let mut all = Vec::new();
+    if let Some(w) = d.scrub.get(&name) {
+        all.push(w.status());
+    }
+    for n in brick_peers(&d, &v)? {
+        let c =
+            cairn_api::Client::new(Endpoint::Tcp(n.addr())).with_timeout(Duration::from_secs(5));
+        match c
+            .get::<ScrubStatus>(&routes::peer_scrub_status(&name))
+            .await
+        {
+            Ok(s) => all.push(s),
+            Err(_) => all.push(ScrubStatus {
+                host: n.host.clone(),
+                state: "unreachable".into(),
+                ..ScrubStatus::default()
+            }),
+        }
+    }
+    Ok(Json(all))
+}
+
+async fn peer_scrub_status(State(d): D, Path(name): Path<String>) -> Res<ScrubStatus> {
+    Ok(Json(d.scrub.get(&name).map(|w| w.status()).unwrap_or_else(
+        || ScrubStatus {
+            host: d.cfg.host.clone(),
+            state: "starting".into(),
+            ..ScrubStatus::default()
+        },
+    )))
+}
+
+async fn scrub_ondemand(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Res<Message> {
+    require_admin(&d, &a, &h)?;
+    let v = require_bitrot(&d, &name)?;
+    if options::effective(&v.options, "features.scrub") == Some("paused") {
+        return Err(ApiErr::from_msg(format!(
+            "the scrubber of volume {name} is paused: volume bitrot {name} scrub resume"
+        )));
+    }
+    d.scrub.request_ondemand(&name);
+    let secret = d.pool_secret().map_err(e500)?;
+    let mut failed = Vec::new();
+    for n in brick_peers(&d, &v)? {
+        let c = cairn_api::Client::new(Endpoint::Tcp(n.addr()))
+            .with_token(secret.clone())
+            .with_timeout(Duration::from_secs(5));
+        if let Err(e) = c
+            .post::<_, Message>(&routes::peer_scrub_kick(&name), &serde_json::json!({}))
+            .await
+        {
+            failed.push(format!("{}: {e}", n.host));
+        }
+    }
+    if failed.is_empty() {
+        ok_msg(format!(
+            "scrubber of volume {name} started on every node with its bricks"
+        ))
+    } else {
+        Err(ApiErr::from_msg(format!(
+            "scrub started, but not on: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+async fn peer_scrub_kick(
+    State(d): D,
+    Extension(a): Extension<Access>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Res<Message> {
+    require_peer(&d, &a, &h)?;
+    d.scrub.request_ondemand(&name);
+    ok_msg("scrub started")
 }
 
 async fn split_brain(

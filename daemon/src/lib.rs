@@ -22,6 +22,7 @@ pub mod ops;
 pub mod options;
 pub mod pool;
 pub mod rebalance;
+pub mod scrub;
 pub mod store;
 pub mod supervisor;
 pub mod txn;
@@ -73,6 +74,8 @@ pub struct Daemon {
     pub heal: heal::Workers,
     /// Rebalance runs started on this node.
     pub rebalance: Arc<rebalance::Rebalances>,
+    /// Bitrot scrubbers.
+    pub scrub: scrub::Scrubbers,
 }
 
 impl Daemon {
@@ -118,6 +121,7 @@ impl Daemon {
             reachable: Mutex::new(HashMap::new()),
             heal: heal::Workers::default(),
             rebalance: Arc::new(rebalance::Rebalances::default()),
+            scrub: scrub::Scrubbers::default(),
         });
         let known: Vec<(String, String, String)> = daemon
             .local_bricks()

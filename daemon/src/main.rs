@@ -135,6 +135,7 @@ async fn run(cfg: DaemonConfig) -> Result<(), String> {
     tokio::spawn(Daemon::supervise(std::sync::Arc::clone(&daemon)));
     tokio::spawn(Daemon::monitor(std::sync::Arc::clone(&daemon)));
     tokio::spawn(Daemon::heal_workers(std::sync::Arc::clone(&daemon)));
+    tokio::spawn(Daemon::scrub_workers(std::sync::Arc::clone(&daemon)));
     daemon.resume_rebalances();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;

@@ -340,6 +340,58 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "features.bitrot",
+        kind: OptionKind::Bool,
+        default: "off",
+        doc: "Bitrot detection: bricks sign each file once it is closed and quiet for features.signing-time, and each node scrubs its bricks on the features.scrub-frequency schedule; a damaged copy is refused to readers and repaired from a copy that verifies. Set with volume bitrot VOL enable|disable.",
+        targets: &[
+            Target::Brick {
+                xlator: "features/bitrot",
+                key: "signing",
+            },
+            Target::Daemon,
+        ],
+        check: None,
+    },
+    VolOption {
+        key: "features.signing-time",
+        kind: OptionKind::Duration {
+            min_ms: 1_000,
+            max_ms: 86_400_000,
+        },
+        default: "120s",
+        doc: "How long a file must stay closed and unchanged before its brick signs it.",
+        targets: &[Target::Brick {
+            xlator: "features/bitrot",
+            key: "signing-time",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "features.scrub-throttle",
+        kind: OptionKind::Enum(&["lazy", "normal", "aggressive"]),
+        default: "lazy",
+        doc: "Read-rate cap of each node's scrubber: lazy 10 MiB/s, normal 40 MiB/s, aggressive 160 MiB/s.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "features.scrub-frequency",
+        kind: OptionKind::Enum(&["hourly", "daily", "weekly", "biweekly", "monthly"]),
+        default: "biweekly",
+        doc: "How often each node's scrubber checks every file of its bricks (counted from the end of the last run).",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "features.scrub",
+        kind: OptionKind::Enum(&["active", "paused"]),
+        default: "active",
+        doc: "paused stops scheduled and running scrubs where they are (volume bitrot VOL scrub pause|resume); a resumed run continues from the directory it reached.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",

@@ -1,6 +1,7 @@
 //! Volfile generation: the brick graph of each brick, and the client graph of a volume.
 //!
-//! Brick: `protocol/server → debug/io-stats → features/index → features/locks → storage/posix`.
+//! Brick: `protocol/server → debug/io-stats → features/worm → features/bitrot → features/index
+//! → features/locks → storage/posix`.
 //!
 //! Client: one `protocol/client` per brick; with `replica N` every N consecutive bricks are
 //! grouped under a `cluster/replicate`; several groups go under a `cluster/distribute`;
@@ -74,12 +75,15 @@ pub fn brick_volfile(
     let locks = format!("{v}-{b}-locks");
     let index = format!("{v}-{b}-index");
     let worm = format!("{v}-{b}-worm");
+    let bitrot = format!("{v}-{b}-bitrot");
     let stats = format!("{v}-{b}-io-stats");
     let server = format!("{v}-{b}-server");
     let mut stats_opts = BTreeMap::new();
     apply_options(vol, true, "debug/io-stats", &mut stats_opts);
     let mut worm_opts = BTreeMap::new();
     apply_options(vol, true, "features/worm", &mut worm_opts);
+    let mut bitrot_opts = BTreeMap::new();
+    apply_options(vol, true, "features/bitrot", &mut bitrot_opts);
     let listen = if listen_ip.contains(':') {
         format!("[{listen_ip}]:{}", brick.port)
     } else {
@@ -122,7 +126,8 @@ pub fn brick_volfile(
                 opts(&[("directory", &format!("{}/.cairn/indices", brick.path))]),
                 vec![locks],
             ),
-            node(worm.clone(), "features/worm", worm_opts, vec![index]),
+            node(bitrot.clone(), "features/bitrot", bitrot_opts, vec![index]),
+            node(worm.clone(), "features/worm", worm_opts, vec![bitrot]),
             node(stats.clone(), "debug/io-stats", stats_opts, vec![worm]),
             node(server, "protocol/server", server_opts, vec![stats]),
         ],

@@ -207,6 +207,20 @@ pub enum Volume {
         #[arg(value_name = "WORDS", num_args = 0..=4, allow_hyphen_values = true)]
         words: Vec<String>,
     },
+    /// Bitrot detection: VOL enable | disable | signing-time SECONDS | scrub-throttle T |
+    /// scrub-frequency F | scrub pause|resume|status|ondemand.
+    ///
+    /// Bricks sign files once closed and quiet; each node scrubs its bricks on a schedule
+    /// (hourly, daily, weekly, biweekly, monthly) at a capped read rate (lazy, normal,
+    /// aggressive), and a damaged copy is rebuilt from a copy that verifies.
+    Bitrot {
+        /// The volume.
+        #[arg(value_name = "VOL")]
+        name: String,
+        /// `enable | disable | signing-time N | scrub-throttle T | scrub-frequency F | scrub ACTION`.
+        #[arg(value_name = "WORDS", num_args = 1..=2)]
+        words: Vec<String>,
+    },
 }
 
 /// `volume set` after its keyword check.
@@ -607,6 +621,7 @@ impl Volume {
                 parse_set(name, key.as_deref(), value.as_deref()).map(|_| ())
             }
             Volume::Heal { words, .. } => super::heal::parse(words).map(|_| ()),
+            Volume::Bitrot { words, .. } => super::bitrot::parse(words).map(|_| ()),
             Volume::ReplaceBrick {
                 old, new, words, ..
             } => parse_replace(old, new, words).map(|_| ()),
@@ -632,6 +647,7 @@ impl Volume {
             Volume::Get { .. } => "volume get".to_string(),
             Volume::Reset { .. } => "volume reset".to_string(),
             Volume::Heal { name, .. } => format!("volume heal: {name}"),
+            Volume::Bitrot { name, .. } => format!("volume bitrot: {name}"),
             Volume::ReplaceBrick { name, .. } => format!("volume replace-brick: {name}"),
             Volume::ResetBrick { name, .. } => format!("volume reset-brick: {name}"),
             Volume::AddBrick { name, .. } => format!("volume add-brick: {name}"),
@@ -823,6 +839,10 @@ impl Volume {
             Volume::Heal { name, words } => {
                 let heal = super::heal::parse(&words).map_err(CmdError::Usage)?;
                 super::heal::execute(ctx, &name, heal)
+            }
+            Volume::Bitrot { name, words } => {
+                let cmd = super::bitrot::parse(&words).map_err(CmdError::Usage)?;
+                super::bitrot::execute(ctx, &name, cmd)
             }
             Volume::ReplaceBrick {
                 name,

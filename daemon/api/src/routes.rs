@@ -82,6 +82,16 @@ pub fn peer_heal_stats(name: &str) -> String {
     format!("/v1/peer/heal-stats/{}", encode(name))
 }
 
+/// `/v1/peer/scrub-status/{name}`: this node's scrubber of a volume.
+pub fn peer_scrub_status(name: &str) -> String {
+    format!("/v1/peer/scrub-status/{}", encode(name))
+}
+
+/// `/v1/peer/scrub-kick/{name}`: start an on-demand scrub on this node.
+pub fn peer_scrub_kick(name: &str) -> String {
+    format!("/v1/peer/scrub-kick/{}", encode(name))
+}
+
 /// `/v1/peer/rebalance/{name}`: this node's rebalance or drain run of a volume.
 pub fn peer_rebalance(name: &str) -> String {
     format!("/v1/peer/rebalance/{}", encode(name))

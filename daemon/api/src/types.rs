@@ -590,6 +590,57 @@ pub struct HealStats {
     pub split_brain: Vec<String>,
 }
 
+/// A file a scrub found damaged and could not repair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubFinding {
+    /// Its path in the volume.
+    pub path: String,
+    /// Its gfid.
+    pub gfid: String,
+    /// The brick holding the damaged copy (`host:/path`).
+    pub brick: String,
+    /// Why it is not repaired (yet).
+    pub reason: String,
+}
+
+/// One node's scrubber for a volume (`volume bitrot VOL scrub status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubStatus {
+    /// The node.
+    pub host: String,
+    /// `running`, `idle`, `paused` or `disabled`.
+    pub state: String,
+    /// `features.scrub-throttle` in effect.
+    pub throttle: String,
+    /// `features.scrub-frequency` in effect.
+    pub frequency: String,
+    /// Completed runs.
+    pub runs: u64,
+    /// Files checked in the current (or last) run.
+    pub files: u64,
+    /// Bytes read in the current (or last) run.
+    pub bytes: u64,
+    /// Files the last complete run checked (what the current run's progress is measured
+    /// against; 0 before the first).
+    pub files_previous_run: u64,
+    /// Files signed by scrubs (quiet files found without a signature), all runs.
+    pub signed: u64,
+    /// Files skipped because they were being written or not yet signed, current run.
+    pub skipped: u64,
+    /// Damaged copies found, all runs.
+    pub corrupt: u64,
+    /// Damaged copies rebuilt from a good copy, all runs.
+    pub repaired: u64,
+    /// Damaged files not (yet) repaired.
+    pub unrepaired: Vec<ScrubFinding>,
+    /// Start of the current or last run (seconds since the epoch; 0: never).
+    pub last_start: u64,
+    /// End of the last run (0: never).
+    pub last_end: u64,
+    /// When the next scheduled run starts.
+    pub next_run: u64,
+}
+
 /// `volume heal VOL split-brain ...`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitBrainResolve {
