@@ -849,3 +849,40 @@ pub fn bricks(p: &Pool, tag: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Creates and starts a replica-3 volume `name` over one brick per node of `p`, with
+/// `options` set before the start, and mounts it (through the second node). Returns the
+/// mount, its path and the brick directories.
+pub fn replica3_volume(
+    p: &Pool,
+    name: &str,
+    options: &[(&str, &str)],
+) -> (MountProc, PathBuf, Vec<PathBuf>) {
+    replica3_volume_with(p, name, |n| {
+        for (k, v) in options {
+            n.ok(&["volume", "set", name, k, v]);
+        }
+    })
+}
+
+/// [`replica3_volume`], running `setup` on the first node between create and start.
+pub fn replica3_volume_with(
+    p: &Pool,
+    name: &str,
+    setup: impl FnOnce(&DaemonProc),
+) -> (MountProc, PathBuf, Vec<PathBuf>) {
+    let b = bricks(p, name);
+    let mut args = vec!["volume", "create", name, "replica", "3"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("force");
+    p.nodes[0].ok(&args);
+    setup(&p.nodes[0]);
+    p.nodes[0].ok(&["volume", "start", name]);
+    let mnt = p.tmp.path().join(format!("mnt-{name}"));
+    let m = mount_from_server(&format!("{}:/{name}", p.nodes[1].host), &mnt, &[]).unwrap();
+    let dirs = b
+        .iter()
+        .map(|s| PathBuf::from(s.split_once(':').unwrap().1))
+        .collect();
+    (m, mnt, dirs)
+}

@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_tests::*;
@@ -21,26 +21,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// Creates and starts a replica-3 volume with `options`, and mounts it.
-fn volume(p: &Pool, name: &str, options: &[(&str, &str)]) -> (MountProc, PathBuf, Vec<PathBuf>) {
-    let b = bricks(p, name);
-    let mut args = vec!["volume", "create", name, "replica", "3"];
-    args.extend(b.iter().map(String::as_str));
-    args.push("force");
-    p.nodes[0].ok(&args);
-    for (k, v) in options {
-        p.nodes[0].ok(&["volume", "set", name, k, v]);
-    }
-    p.nodes[0].ok(&["volume", "start", name]);
-    let mnt = p.tmp.path().join(format!("mnt-{name}"));
-    let m = mount_from_server(&format!("{}:/{name}", p.nodes[1].host), &mnt, &[]).unwrap();
-    let dirs = b
-        .iter()
-        .map(|s| PathBuf::from(s.split_once(':').unwrap().1))
-        .collect();
-    (m, mnt, dirs)
 }
 
 #[track_caller]
@@ -119,7 +99,7 @@ fn assert_immutable(mnt: &Path, rel: &str, bytes: &[u8]) {
 #[test]
 fn file_level_retention_through_fuse() {
     let p = pool(20);
-    let (m, mnt, dirs) = volume(
+    let (m, mnt, dirs) = replica3_volume(
         &p,
         "arch",
         &[
@@ -220,7 +200,7 @@ fn file_level_retention_through_fuse() {
 #[test]
 fn enterprise_mode_auto_commit_and_undeletable_files() {
     let p = pool(21);
-    let (m, mnt, _) = volume(
+    let (m, mnt, _) = replica3_volume(
         &p,
         "ent",
         &[
@@ -270,7 +250,7 @@ fn enterprise_mode_auto_commit_and_undeletable_files() {
 #[test]
 fn volume_worm_lets_a_new_file_be_written_until_it_is_closed() {
     let p = pool(22);
-    let (m, mnt, _) = volume(&p, "vw", &[("features.worm", "on")]);
+    let (m, mnt, _) = replica3_volume(&p, "vw", &[("features.worm", "on")]);
     let f = mnt.join("ct.dcm");
     {
         let mut h = fs::File::create(&f).unwrap();
