@@ -514,6 +514,243 @@ async fn a_split_brain_reads_as_eio() {
     g.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_directory_whose_copies_each_missed_names_stays_readable_and_heal_merges_them() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let g = client(&set).await;
+    let dir = g
+        .top()
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series"),
+            0o755,
+            0o022,
+            Xdata::new(),
+        )
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    let x = put(g.top(), dir, "x.dcm", b"image x").await.unwrap();
+    let y = put(g.top(), dir, "y.dcm", b"image y").await.unwrap();
+    g.stop().await;
+    // As after a change that reached brick 2 only while brick 1 was away and brick 0 was
+    // read-only, then one that missed brick 2: bricks 0 and 1 lack y, brick 2 lacks x,
+    // and every copy of the directory blames another for names.
+    let drop_copy = |brick: usize, name: &str, gfid: Gfid| {
+        fs::remove_file(set.dirs[brick].join("series").join(name)).unwrap();
+        let h = gfid.to_string();
+        let _ = fs::remove_file(
+            set.dirs[brick]
+                .join(".cairn/handles")
+                .join(&h[0..2])
+                .join(&h[2..4])
+                .join(&h),
+        );
+    };
+    drop_copy(0, "y.dcm", y);
+    drop_copy(1, "y.dcm", y);
+    drop_copy(2, "x.dcm", x);
+    let blame = |brick: usize, whom: usize| {
+        let mut v = vec![0u8; 24];
+        v[23] = 1;
+        rustix::fs::lsetxattr(
+            set.dirs[brick].join("series"),
+            format!("{AFR_PREFIX}pending.test-client-{whom}"),
+            &v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    };
+    blame(0, 2);
+    blame(1, 2);
+    blame(2, 0);
+    blame(2, 1);
+    let g = client(&set).await;
+    // Not a split-brain: the directory's attributes are read, its names are listed.
+    let st = g
+        .top()
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "series"), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(st.iatt.gfid, dir);
+    g.top()
+        .stat(&cx(), Target::Loc(Loc::inode(dir)), Xdata::new())
+        .await
+        .unwrap();
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let r = afr
+        .heal(Loc::inode(dir), &Resolve::None, false, &Throttle::new(0))
+        .await
+        .unwrap();
+    assert!(r.split_brain.is_none(), "{r:?}");
+    for d in &set.dirs {
+        assert_eq!(
+            fs::read(d.join("series/x.dcm")).unwrap(),
+            b"image x",
+            "{}",
+            d.display()
+        );
+        assert_eq!(
+            fs::read(d.join("series/y.dcm")).unwrap(),
+            b"image y",
+            "{}",
+            d.display()
+        );
+        for (k, c) in afr_counters(&d.join("series")) {
+            assert_eq!(c, [0, 0, 0], "{k} on {}", d.display());
+        }
+    }
+    assert_eq!(get(g.top(), dir, "x.dcm").await.unwrap(), b"image x");
+    assert_eq!(get(g.top(), dir, "y.dcm").await.unwrap(), b"image y");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_that_is_different_files_on_different_copies_is_not_merged() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let g = client(&set).await;
+    let dir = g
+        .top()
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series"),
+            0o755,
+            0o022,
+            Xdata::new(),
+        )
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    put(g.top(), dir, "a.dcm", b"first").await.unwrap();
+    g.stop().await;
+    // Brick 2's a.dcm is another file (another gfid), and the copies blame each other.
+    let other = Gfid::random();
+    let p = set.dirs[2].join("series/a.dcm");
+    rustix::fs::lsetxattr(
+        &p,
+        "trusted.cairn.gfid",
+        &other.0,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    for (b, w) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
+        let mut v = vec![0u8; 24];
+        v[23] = 1;
+        rustix::fs::lsetxattr(
+            set.dirs[b].join("series"),
+            format!("{AFR_PREFIX}pending.test-client-{w}"),
+            &v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let g = client(&set).await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let r = afr
+        .heal(Loc::inode(dir), &Resolve::None, false, &Throttle::new(0))
+        .await
+        .unwrap();
+    let why = r.split_brain.expect("reported");
+    assert!(why.contains("a.dcm"), "{why}");
+    for d in &set.dirs {
+        assert!(
+            d.join("series/a.dcm").exists(),
+            "nothing removed on {}",
+            d.display()
+        );
+    }
+    g.stop().await;
+}
+
+/// Unmounts a read-only bind mount when dropped.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn over(dir: &Path) -> ReadOnly {
+        let d = dir.display().to_string();
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mount --bind '{d}' '{d}' && mount -o remount,bind,ro '{d}'"
+            ))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "read-only bind mount over {d}");
+        ReadOnly(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_that_reaches_fewer_bricks_than_quorum_is_not_acknowledged() {
+    let mut set = start_set();
+    let g = client(&set).await;
+    let top = g.top();
+    let kept = put(top, Gfid::ROOT, "kept", b"original").await.unwrap();
+    // Brick 1 away, brick 0 up but read-only: only brick 2 can take a change, and one of
+    // three is short of quorum.
+    set.bricks[1].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-1").unwrap().is_up()
+    })
+    .await;
+    let ro = ReadOnly::over(&set.dirs[0]);
+    let err = put(top, Gfid::ROOT, "new", b"x").await.unwrap_err();
+    assert_eq!(err.errno, libc::EROFS, "{err}");
+    assert!(err.msg.contains("short of quorum"), "{err}");
+    let fd = Fd::new(kept, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(kept),
+        libc::O_WRONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let err = top
+        .write(
+            &cx(),
+            fd.clone(),
+            0,
+            Payload::new(b"CHANGED!".to_vec()),
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, libc::EROFS, "{err}");
+    let _ = top.release(&cx(), fd).await;
+    let err = top
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "d"),
+            0o755,
+            0o022,
+            Xdata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, libc::EROFS, "{err}");
+    drop(ro);
+    // With brick 0 writable again, two of three make a quorum.
+    put(top, Gfid::ROOT, "after", b"y").await.unwrap();
+    assert_eq!(get(top, Gfid::ROOT, "after").await.unwrap(), b"y");
+    g.stop().await;
+}
+
 /// Gfids in the heal index of any brick.
 fn indexed(set: &Set) -> Vec<Gfid> {
     let mut out: Vec<Gfid> = set

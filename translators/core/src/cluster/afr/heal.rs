@@ -489,7 +489,22 @@ impl Afr {
             let dirty_only = sinks.is_empty() && copies.values().any(|c| c.dirty[k] > 0);
             if sources.is_empty() && !sinks.is_empty() {
                 // Everyone is blamed: a split-brain, unless a policy settles it.
-                match self.pick_by_policy(cx, gfid, &copies, kind, policy).await {
+                let chosen = self.pick_by_policy(cx, gfid, &copies, kind, policy).await;
+                if chosen.is_none() && kind == ENTRY {
+                    // Names only: every copy gets every name (a conservative merge).
+                    any = true;
+                    let healed = self
+                        .merge_entries(cx, gfid, &copies, throttle, &mut report)
+                        .await;
+                    let all = healed.len() == copies.len();
+                    self.clear_counters(cx, gfid, &copies, kind, usize::MAX, &healed, all)
+                        .await;
+                    if !healed.is_empty() {
+                        self.demote_clear(gfid, &healed);
+                    }
+                    continue;
+                }
+                match chosen {
                     Some(s) => {
                         sources = vec![s];
                         sinks = copies
@@ -913,6 +928,88 @@ impl Afr {
             let _ = d.removexattr(cx, t.clone(), k.clone(), Xdata::new()).await;
         }
         Ok(())
+    }
+
+    /// Merges directory `dir`, whose copies all blame each other for entries (each missed
+    /// a name change another made, as when a change reached only some bricks while others
+    /// were away): every name some copy holds is created, with its contents, on the copies
+    /// that lack it, and nothing is removed. A name deleted on one side and kept on another
+    /// comes back, which loses nothing; a name that is a different object on different
+    /// copies is left as it is and reported. Returns the copies that now hold every name.
+    async fn merge_entries(
+        &self,
+        cx: &Cx,
+        dir: Gfid,
+        copies: &HashMap<usize, Copy>,
+        throttle: &Throttle,
+        report: &mut HealReport,
+    ) -> Vec<usize> {
+        let mut order: Vec<usize> = copies.keys().copied().collect();
+        // Names come from a data brick when one has them.
+        order.sort_by_key(|i| (self.is_arbiter(*i), *i));
+        let mut lists = Vec::new();
+        for &i in &order {
+            let listed = match self.child_ref(i) {
+                Ok(c) => list_dir(c, cx, dir).await,
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(l) => lists.push((i, l)),
+                Err(e) => {
+                    tracing::warn!(%dir, brick = i, error = %e, "cannot list a copy to merge it")
+                }
+            }
+        }
+        // Every name, with the first copy holding it; names that differ between copies.
+        let mut union: BTreeMap<&str, (usize, &DirEntry)> = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for (i, l) in &lists {
+            for (name, e) in l {
+                match union.get(name.as_str()) {
+                    Some((_, u)) if u.gfid != e.gfid => conflicts.push(name.as_str()),
+                    Some(_) => {}
+                    None => {
+                        union.insert(name.as_str(), (*i, e));
+                    }
+                }
+            }
+        }
+        conflicts.sort_unstable();
+        conflicts.dedup();
+        let mut healed = Vec::new();
+        for (sink, have) in &lists {
+            let mut whole = true;
+            for (name, (source, e)) in &union {
+                if have.contains_key(*name) || conflicts.contains(name) {
+                    continue;
+                }
+                if let Err(err) = self
+                    .create_copy(cx, dir, name, e, *source, *sink, throttle, report)
+                    .await
+                {
+                    tracing::warn!(%dir, name, sink, error = %err, "merging a directory: a name could not be created");
+                    whole = false;
+                }
+            }
+            if whole && conflicts.is_empty() {
+                healed.push(*sink);
+            }
+        }
+        if conflicts.is_empty() {
+            tracing::info!(%dir, names = union.len(), "directory copies merged");
+        } else {
+            report.split_brain = Some(format!(
+                "{dir}: entry split-brain: {} name(s) are different objects on different copies: {}",
+                conflicts.len(),
+                conflicts
+                    .iter()
+                    .take(5)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        healed
     }
 
     /// Makes directory `dir` on `sink` hold the same names as on `source`.

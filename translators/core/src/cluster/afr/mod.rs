@@ -16,7 +16,7 @@ pub mod heal;
 pub mod txn;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -193,6 +193,8 @@ const INODE_CACHE_MAX: usize = 200_000;
 struct AfrFd {
     /// Opened on child i.
     opened: Vec<AtomicBool>,
+    /// Why opening on child i failed (errno, 0: it did not).
+    open_errno: Vec<AtomicI32>,
     /// Child i holds a data dirty mark for this fd (to clear at release).
     marked: Vec<AtomicBool>,
     /// An open on child i was tried after the fd's open (see `fix_open`).
@@ -639,6 +641,7 @@ impl Afr {
             let n = self.n();
             let a = Arc::new(AfrFd {
                 opened: (0..n).map(|_| AtomicBool::new(false)).collect(),
+                open_errno: (0..n).map(|_| AtomicI32::new(0)).collect(),
                 marked: (0..n).map(|_| AtomicBool::new(false)).collect(),
                 reopen_tried: (0..n).map(|_| AtomicBool::new(false)).collect(),
                 lock: tokio::sync::Mutex::new(false),
@@ -800,6 +803,21 @@ impl Afr {
         }
         self.settle(gfid, DATA, &targets, &out, &HashMap::new(), false)
             .await;
+        // Bricks that are up but could not open the file missed the change too.
+        let mut counted = Outcome {
+            ok: out.ok.clone(),
+            failed: out.failed.clone(),
+        };
+        for &i in up.iter().filter(|i| !targets.contains(i)) {
+            let errno = a.open_errno.get(i).map_or(0, |n| n.load(Ordering::SeqCst));
+            if errno > 0 {
+                counted.failed.push((
+                    i,
+                    FopError::new(errno, "the file could not be opened on this brick"),
+                ));
+            }
+        }
+        self.acknowledged(&counted, true)?;
         match out.ok.first() {
             Some((_, r)) => Ok(r.clone()),
             None => Err(out.error()),
@@ -834,11 +852,18 @@ impl Afr {
         })
         .await;
         for (i, r) in results {
-            if r.is_ok()
-                && let Some(o) = a.opened.get(i)
-            {
-                tracing::debug!(gfid = %fd.gfid(), brick = %self.names.get(i).map_or("?", String::as_str), "opened a file on a brick it was missing from at open");
-                o.store(true, Ordering::SeqCst);
+            match r {
+                Ok(_) => {
+                    if let Some(o) = a.opened.get(i) {
+                        tracing::debug!(gfid = %fd.gfid(), brick = %self.names.get(i).map_or("?", String::as_str), "opened a file on a brick it was missing from at open");
+                        o.store(true, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => {
+                    if let Some(n) = a.open_errno.get(i) {
+                        n.store(e.errno, Ordering::SeqCst);
+                    }
+                }
             }
         }
     }
@@ -919,7 +944,34 @@ impl Afr {
         let out = Outcome::from(results);
         self.settle(gfid, kind, &targets, &out, &applied, true)
             .await;
+        self.acknowledged(&out, kind == DATA)?;
         self.first_ok(out)
+    }
+
+    /// A change is acknowledged only when the bricks it succeeded on still make a client
+    /// quorum (DESIGN.md §8): when bricks that were up refused it (a read-only or full
+    /// disk) or went away meanwhile, it fails with their error. The copies that took it
+    /// keep it and blame the others, so heal spreads it; the application, told it failed,
+    /// writes again. `data`: an arbiter takes no data, so an up arbiter counts.
+    fn acknowledged(&self, out: &Outcome, data: bool) -> FopResult<()> {
+        let mut counted = out.good();
+        if data {
+            counted.extend((0..self.n()).filter(|&i| self.is_arbiter(i) && self.child_up(i)));
+        }
+        if out.ok.is_empty() || self.quorum_met(&counted) {
+            return Ok(());
+        }
+        let e = out.error();
+        Err(FopError::new(
+            e.errno,
+            format!(
+                "{} (the change reached {} of {} bricks of {}, short of quorum)",
+                e.msg,
+                out.ok.len(),
+                self.n(),
+                self.base.name()
+            ),
+        ))
     }
 
     fn first_ok(&self, out: Outcome) -> FopResult<Reply> {
@@ -952,39 +1004,54 @@ impl Afr {
             self.settle(p, ENTRY, &targets, &out, &HashMap::new(), true)
                 .await;
         }
+        self.acknowledged(&out, false)?;
         Ok(out)
     }
 
     /// Reads the replication counters returned with a lookup: who blames whom.
+    /// Which copies are good, from the blame the copies hold (and bitrot's marks). A
+    /// directory whose copies only blame each other for entries (names one copy missed) is
+    /// not a split-brain: its attributes are read from a copy nobody blames for metadata,
+    /// and heal merges the names.
     fn judge(&self, replies: &[(usize, Entry)]) -> InodeCtx {
-        let mut blamed = 0u64;
-        for (i, e) in replies {
-            for (j, name) in self.names.iter().enumerate() {
-                if j == *i {
-                    continue;
-                }
-                if let Some(v) = e.xdata.get(&pending_key(name))
-                    && read_counters(v).iter().any(|c| *c != 0)
-                {
-                    blamed |= 1 << j;
+        let blame = |kinds: &[usize]| {
+            let mut blamed = 0u64;
+            for (i, e) in replies {
+                for (j, name) in self.names.iter().enumerate() {
+                    if j == *i {
+                        continue;
+                    }
+                    if let Some(v) = e.xdata.get(&pending_key(name)) {
+                        let c = read_counters(v);
+                        if kinds.iter().any(|k| c.get(*k).is_some_and(|n| *n != 0)) {
+                            blamed |= 1 << j;
+                        }
+                    }
                 }
             }
-        }
-        // A copy a scrub found damaged serves no reads until heal rewrites it.
-        for (i, e) in replies {
-            if e.xdata.contains(XATTR_BAD) {
-                blamed |= 1 << i;
+            // A copy a scrub found damaged serves no reads until heal rewrites it.
+            for (i, e) in replies {
+                if e.xdata.contains(XATTR_BAD) {
+                    blamed |= 1 << i;
+                }
             }
-        }
+            blamed
+        };
         let present: u64 = replies.iter().fold(0, |m, (i, _)| m | (1 << i));
-        let good = present & !blamed;
-        let data_good = (0..self.n())
-            .filter(|&i| !self.is_arbiter(i))
-            .any(|i| good & (1 << i) != 0);
+        let has_data = |good: u64| {
+            (0..self.n())
+                .filter(|&i| !self.is_arbiter(i))
+                .any(|i| good & (1 << i) != 0)
+        };
+        let mut good = present & !blame(&[0, 1, 2]);
+        let is_dir = replies.iter().any(|(_, e)| e.iatt.kind == FileKind::Dir);
+        if is_dir && !has_data(good) {
+            good = present & !blame(&[1]);
+        }
         InodeCtx {
             good,
             split_brain: present != 0
-                && !data_good
+                && !has_data(good)
                 && replies.iter().any(|(i, _)| !self.is_arbiter(*i)),
         }
     }
@@ -1142,7 +1209,15 @@ impl Translator for Afr {
         let ctx = self.judge(&found);
         self.set_inode(gfid, ctx);
         let present = found.iter().fold(0u64, |m, (i, _)| m | (1 << i));
-        if ctx.good != present && !ctx.split_brain {
+        // (A directory whose copies blame each other for names only is readable, and heal
+        // merges it.)
+        let pending = pending_key("");
+        let blamed = found.iter().any(|(_, e)| {
+            e.xdata
+                .iter()
+                .any(|(k, v)| k.starts_with(&pending) && read_counters(v).iter().any(|c| *c != 0))
+        });
+        if (ctx.good != present || blamed) && !ctx.split_brain {
             self.heal_in_background(gfid);
         }
         let pick = found
@@ -1461,6 +1536,11 @@ impl Translator for Afr {
                 o.store(true, Ordering::SeqCst);
             }
         }
+        if let Err(e) = self.acknowledged(&out, false) {
+            // The caller never gets this fd: close it where it was opened.
+            let _ = Translator::release(self, cx, fd).await;
+            return Err(e);
+        }
         let e = reply_entry(self.first_ok(out)?)?;
         let good = a.opened.iter().enumerate().fold(0u64, |m, (i, o)| {
             if o.load(Ordering::SeqCst) {
@@ -1497,6 +1577,11 @@ impl Translator for Afr {
         for &g in &out.good() {
             if let Some(o) = a.opened.get(g) {
                 o.store(true, Ordering::SeqCst);
+            }
+        }
+        for (i, e) in &out.failed {
+            if let Some(n) = a.open_errno.get(*i) {
+                n.store(e.errno, Ordering::SeqCst);
             }
         }
         if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {

@@ -227,14 +227,20 @@ impl Outcome {
         self.ok.iter().map(|(i, _)| *i).collect()
     }
 
-    /// The error to report when it succeeded nowhere: the most telling one (a real errno
-    /// before "not connected").
+    /// The error to report when it succeeded nowhere: the most telling one. An answer about
+    /// the request (`ENOENT`, `EROFS`, …) comes before `ESTALE` (that brick lacks the parent
+    /// directory or the inode: a copy missing there, which heal restores), and that before
+    /// "not connected".
     pub fn error(&self) -> FopError {
+        let rank = |e: &FopError| match e.errno {
+            libc::ENOTCONN => 2,
+            libc::ESTALE => 1,
+            _ => 0,
+        };
         self.failed
             .iter()
             .map(|(_, e)| e)
-            .find(|e| e.errno != libc::ENOTCONN)
-            .or_else(|| self.failed.first().map(|(_, e)| e))
+            .min_by_key(|e| rank(e))
             .cloned()
             .unwrap_or_else(|| FopError::not_connected("no brick of the replica set is up"))
     }
@@ -501,3 +507,39 @@ pub fn pending_key(name: &str) -> String {
 
 /// Shared handle to the changelog.
 pub type SharedChangelog = Arc<Changelog>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(errnos: &[i32]) -> Outcome {
+        Outcome {
+            ok: vec![],
+            failed: errnos
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (i, FopError::new(n, "x")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_brick_missing_the_parent_does_not_hide_the_answer_of_the_others() {
+        assert_eq!(
+            failed(&[libc::ESTALE, libc::ENOENT, libc::ENOENT])
+                .error()
+                .errno,
+            libc::ENOENT
+        );
+        assert_eq!(
+            failed(&[libc::ENOTCONN, libc::ESTALE]).error().errno,
+            libc::ESTALE
+        );
+        assert_eq!(
+            failed(&[libc::ENOTCONN, libc::EROFS]).error().errno,
+            libc::EROFS
+        );
+        assert_eq!(failed(&[libc::ENOTCONN]).error().errno, libc::ENOTCONN);
+        assert_eq!(failed(&[]).error().errno, libc::ENOTCONN);
+    }
+}
