@@ -644,6 +644,14 @@ impl DaemonProc {
         }
     }
 
+    /// Kills it with SIGKILL, as a crash would (its bricks keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, nix::sys::signal::Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
     /// Starts it again with the same state.
     pub fn restart(&mut self) {
         self.stop();

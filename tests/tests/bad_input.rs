@@ -1,5 +1,5 @@
 //! Bad input gets a clear error and changes nothing: volfiles, RPC frames, brick
-//! directories, clients of another volume.
+//! directories, clients of another volume, damaged state files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -244,4 +244,36 @@ fn a_client_of_another_volume_is_refused() {
         "{}",
         brick.log_text()
     );
+}
+
+#[test]
+fn a_damaged_state_file_stops_cairnd_with_a_clear_message_and_is_left_as_is() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::start(tmp.path(), "127.77.30.1", None);
+    d.stop();
+    let state = d.state.join("state.json");
+    for (garbage, says) in [
+        ("{\"format\": 1, \"nodes\": [tru", "not a Cairn state file"),
+        ("{\"format\": 99}", "newer"),
+    ] {
+        fs::write(&state, garbage).unwrap();
+        let out = Command::new(bin("cairnd"))
+            .arg("--bind")
+            .arg("127.77.30.1:24007")
+            .arg("--state-dir")
+            .arg(&d.state)
+            .arg("--log-dir")
+            .arg(&d.logs)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "cairnd refused to start on {garbage}"
+        );
+        assert!(err.contains(says), "says why: {err}");
+        assert!(err.contains("state.json"), "names the file: {err}");
+        assert_eq!(fs::read_to_string(&state).unwrap(), garbage, "left as is");
+    }
 }
