@@ -69,7 +69,7 @@ fn run_sh(cmd: &str) {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    fn start(rounds: usize) -> Cluster {
         require_root();
         let net = Netns::new("f30", "10.77.30", 3);
         let tmp = tempfile::Builder::new()
@@ -79,10 +79,13 @@ impl Cluster {
         let bricks: Vec<PathBuf> = (0..3)
             .map(|i| tmp.path().join(format!("brick{i}")))
             .collect();
-        // The third brick on a small filesystem of its own, so it can be filled up.
+        // The third brick on a filesystem of its own, so it can be filled up. Its size leaves
+        // room for every image a run ingests (under 1 GiB a round), so that only the disk-full
+        // fault fills it: a brick left full would hold heal back for the rest of the run.
         fs::create_dir_all(&bricks[2]).unwrap();
         run_sh(&format!(
-            "mount -t tmpfs -o size=768m cairn-fault-brick '{}'",
+            "mount -t tmpfs -o size={}g cairn-fault-brick '{}'",
+            2 + rounds,
             bricks[2].display()
         ));
         let nodes: Vec<DaemonProc> = (0..3)
@@ -610,7 +613,7 @@ fn faults_under_load_lose_and_corrupt_nothing() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(1);
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(rounds);
     let (mut m, mnt) = c.mount("work");
     let w = Workload::start(&mnt, 3, 2);
     hold(Duration::from_secs(3));
@@ -674,6 +677,14 @@ fn faults_under_load_lose_and_corrupt_nothing() {
         tally.errors,
         longest.as_secs_f64(),
         heal.map_or("did not reach zero".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+    ));
+    let used = {
+        let s = nix::sys::statvfs::statvfs(&c.bricks[2]).unwrap();
+        (s.blocks() - s.blocks_free()) as u64 * s.fragment_size() as u64
+    };
+    report.push_str(&format!(
+        "brick 2 (its own filesystem) used at the end: {} MiB\n",
+        used >> 20
     ));
     eprintln!("{report}");
     let target = workspace_root().join("target");
