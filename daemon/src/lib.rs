@@ -10,6 +10,7 @@
 //! - [`txn`]: the cluster-wide transaction: lock → stage → commit on every node → unlock.
 //! - [`pool`]: probe, join, detach, and the peer monitor that catches a returning node up.
 //! - [`supervisor`]: this node's brick processes.
+//! - [`nfs`]: the NFSv3 gateways of volumes with `nfs.enable on`.
 //! - [`heal`]: the self-heal worker of each replicated volume, for this node's bricks.
 //! - [`http`]: the management API (TCP for peers, clients and remote reads; a Unix socket
 //!   for the local CLI).
@@ -18,6 +19,7 @@
 
 pub mod heal;
 pub mod http;
+pub mod nfs;
 pub mod ops;
 pub mod options;
 pub mod pool;
@@ -76,6 +78,8 @@ pub struct Daemon {
     pub rebalance: Arc<rebalance::Rebalances>,
     /// Bitrot scrubbers.
     pub scrub: scrub::Scrubbers,
+    /// NFS gateways.
+    pub nfs: nfs::Gateways,
 }
 
 impl Daemon {
@@ -122,6 +126,7 @@ impl Daemon {
             heal: heal::Workers::default(),
             rebalance: Arc::new(rebalance::Rebalances::default()),
             scrub: scrub::Scrubbers::default(),
+            nfs: nfs::Gateways::default(),
         });
         let known: Vec<(String, String, String)> = daemon
             .local_bricks()

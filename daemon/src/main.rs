@@ -136,6 +136,7 @@ async fn run(cfg: DaemonConfig) -> Result<(), String> {
     tokio::spawn(Daemon::monitor(std::sync::Arc::clone(&daemon)));
     tokio::spawn(Daemon::heal_workers(std::sync::Arc::clone(&daemon)));
     tokio::spawn(Daemon::scrub_workers(std::sync::Arc::clone(&daemon)));
+    tokio::spawn(Daemon::nfs_gateways(std::sync::Arc::clone(&daemon)));
     daemon.resume_rebalances();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
@@ -147,6 +148,7 @@ async fn run(cfg: DaemonConfig) -> Result<(), String> {
         _ = int.recv() => tracing::info!("SIGINT: cairnd stops; bricks keep running"),
     }
     daemon.rebalance.shutdown();
+    daemon.nfs.stop_all().await;
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
 }

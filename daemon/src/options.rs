@@ -392,6 +392,38 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "nfs.enable",
+        kind: OptionKind::Bool,
+        default: "off",
+        doc: "Each node's cairnd serves the volume over NFSv3 (NFS, MOUNT and portmap on nfs.port; export path /VOL). File handles are the same on every node and across restarts.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "nfs.port",
+        kind: OptionKind::Int { min: 1, max: 65535 },
+        default: "2049",
+        doc: "TCP port of the volume's NFS gateway on each node (one port per volume).",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "nfs.rpc-auth-allow",
+        kind: OptionKind::List(&[]),
+        default: "*",
+        doc: "Client addresses the NFS gateway accepts connections from: '*', addresses, wildcards like 10.1.*.*, CIDR blocks like 10.0.0.0/8; comma-separated.",
+        targets: &[Target::Daemon],
+        check: Some(check_auth_rules),
+    },
+    VolOption {
+        key: "nfs.rpc-auth-reject",
+        kind: OptionKind::List(&[]),
+        default: "",
+        doc: "Client addresses the NFS gateway refuses even when nfs.rpc-auth-allow admits them (same forms).",
+        targets: &[Target::Daemon],
+        check: Some(check_auth_rules),
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",
@@ -436,6 +468,26 @@ pub fn effective<'a>(
     set.get(key)
         .map(String::as_str)
         .or_else(|| find(key).map(|o| o.default))
+}
+
+/// The value in effect of a boolean option (false when unset without a default or
+/// unreadable).
+pub fn flag(set: &std::collections::BTreeMap<String, String>, key: &str) -> bool {
+    matches!(
+        effective(set, key).map(|v| OptionKind::Bool.parse(v)),
+        Some(Ok(cairn_volfiles::OptionValue::Bool(true)))
+    )
+}
+
+/// The value in effect of a list option, split at commas.
+pub fn list(set: &std::collections::BTreeMap<String, String>, key: &str) -> Vec<String> {
+    effective(set, key)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The Markdown table of every option (for docs/reference/volume-options.md).
