@@ -10,6 +10,7 @@
 //! - [`txn`]: the cluster-wide transaction: lock → stage → commit on every node → unlock.
 //! - [`pool`]: probe, join, detach, and the peer monitor that catches a returning node up.
 //! - [`supervisor`]: this node's brick processes.
+//! - [`smb`]: Samba shares of volumes with `smb.enable on`.
 //! - [`nfs`]: the NFSv3 gateways of volumes with `nfs.enable on`.
 //! - [`heal`]: the self-heal worker of each replicated volume, for this node's bricks.
 //! - [`http`]: the management API (TCP for peers, clients and remote reads; a Unix socket
@@ -25,6 +26,7 @@ pub mod options;
 pub mod pool;
 pub mod rebalance;
 pub mod scrub;
+pub mod smb;
 pub mod store;
 pub mod supervisor;
 pub mod txn;
@@ -58,6 +60,8 @@ pub struct DaemonConfig {
     pub brick_ports: PortRange,
     /// The `cairn-brickd` executable.
     pub brickd: PathBuf,
+    /// Samba's configuration and the mounts SMB shares are made of.
+    pub smb: smb::SmbPaths,
 }
 
 /// A running daemon.

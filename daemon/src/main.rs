@@ -39,6 +39,19 @@ struct Args {
     #[arg(long)]
     brickd: Option<PathBuf>,
 
+    /// The node's Samba configuration, which shares of volumes with smb.enable on are
+    /// included into.
+    #[arg(long, default_value = "/etc/samba/smb.conf")]
+    smb_conf: PathBuf,
+
+    /// Where volumes shared over SMB are mounted (DIR/VOL).
+    #[arg(long, default_value = "/run/cairn/smb")]
+    smb_mounts: PathBuf,
+
+    /// The cairn executable, for those mounts (default: next to cairnd).
+    #[arg(long)]
+    cairn: Option<PathBuf>,
+
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -84,6 +97,12 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
     if !brickd.exists() {
         return Err(format!("{} not found (pass --brickd)", brickd.display()));
     }
+    let cairn = match &args.cairn {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("cairn"),
+    };
     Ok(DaemonConfig {
         bind: args.bind,
         host,
@@ -91,6 +110,11 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         log_dir: args.log_dir.clone(),
         brick_ports: ports(&args.brick_ports)?,
         brickd,
+        smb: cairn_daemon::smb::SmbPaths {
+            conf: args.smb_conf.clone(),
+            mounts: args.smb_mounts.clone(),
+            cairn,
+        },
     })
 }
 
@@ -137,6 +161,7 @@ async fn run(cfg: DaemonConfig) -> Result<(), String> {
     tokio::spawn(Daemon::heal_workers(std::sync::Arc::clone(&daemon)));
     tokio::spawn(Daemon::scrub_workers(std::sync::Arc::clone(&daemon)));
     tokio::spawn(Daemon::nfs_gateways(std::sync::Arc::clone(&daemon)));
+    tokio::spawn(Daemon::smb_shares(std::sync::Arc::clone(&daemon)));
     daemon.resume_rebalances();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;

@@ -55,6 +55,13 @@ fn check_auth_rules(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_share_name(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    crate::smb::check_share_name(value)
+}
+
 /// Every volume option.
 pub const OPTIONS: &[VolOption] = &[
     VolOption {
@@ -422,6 +429,38 @@ pub const OPTIONS: &[VolOption] = &[
         doc: "Client addresses the NFS gateway refuses even when nfs.rpc-auth-allow admits them (same forms).",
         targets: &[Target::Daemon],
         check: Some(check_auth_rules),
+    },
+    VolOption {
+        key: "smb.enable",
+        kind: OptionKind::Bool,
+        default: "off",
+        doc: "Each node shares the volume through Samba: cairnd mounts it (FUSE) and writes a share that the node's smb.conf includes, then reloads or starts smbd.",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "smb.share-name",
+        kind: OptionKind::Str,
+        default: "",
+        doc: "The SMB share's name (empty: the volume's name).",
+        targets: &[Target::Daemon],
+        check: Some(check_share_name),
+    },
+    VolOption {
+        key: "smb.valid-users",
+        kind: OptionKind::Str,
+        default: "",
+        doc: "Samba users and @groups allowed on the share, separated by commas (empty: every user Samba authenticates).",
+        targets: &[Target::Daemon],
+        check: Some(crate::smb::check_users),
+    },
+    VolOption {
+        key: "smb.guest-ok",
+        kind: OptionKind::Bool,
+        default: "off",
+        doc: "Whether the share admits guests (Samba's guest account) without a password.",
+        targets: &[Target::Daemon],
+        check: None,
     },
     VolOption {
         key: "server.max-inflight",

@@ -545,12 +545,18 @@ pub struct DaemonProc {
     /// Its log directory.
     pub logs: PathBuf,
     netns: Option<String>,
+    extra: Vec<String>,
 }
 
 impl DaemonProc {
     /// Starts `cairnd` bound to `host:24007` with state under `dir`, optionally inside a
     /// network namespace.
     pub fn start(dir: &Path, host: &str, netns: Option<&str>) -> DaemonProc {
+        DaemonProc::start_with(dir, host, netns, &[])
+    }
+
+    /// [`DaemonProc::start`] with more `cairnd` arguments (kept for restarts).
+    pub fn start_with(dir: &Path, host: &str, netns: Option<&str>, extra: &[String]) -> DaemonProc {
         let state = dir.join("state");
         let logs = dir.join("logs");
         fs::create_dir_all(&logs).unwrap();
@@ -568,7 +574,8 @@ impl DaemonProc {
             .arg(&state)
             .arg("--log-dir")
             .arg(&logs)
-            .args(["--brick-ports", "24010-24100"]);
+            .args(["--brick-ports", "24010-24100"])
+            .args(extra);
         let (child, _) = spawn_until(&mut cmd, Duration::from_secs(20), |l| {
             l.starts_with("cairnd ")
         })
@@ -579,6 +586,7 @@ impl DaemonProc {
             state,
             logs,
             netns: netns.map(str::to_string),
+            extra: extra.to_vec(),
         }
     }
 
@@ -656,7 +664,7 @@ impl DaemonProc {
     pub fn restart(&mut self) {
         self.stop();
         let dir = self.state.parent().unwrap().to_path_buf();
-        let again = DaemonProc::start(&dir, &self.host, self.netns.as_deref());
+        let again = DaemonProc::start_with(&dir, &self.host, self.netns.as_deref(), &self.extra);
         *self = again;
     }
 
