@@ -22,24 +22,16 @@ out=$top/target/pacs-bench
 mkdir -p "$out"
 work=$(mktemp -d /tmp/cairn-pacs.XXXXXX)
 export CAIRN_RUN=$work/cairn CAIRN_NET=127.0.9 CAIRN_PORT=24017
-host=$(hostname)
 gvol=benchpacs
 gmnt=$work/gluster-mnt
 wants() { [[ ",$only," == *",$1,"* ]]; }
+. bench/lib.sh
+trap bench_cleanup EXIT
 
-cleanup() {
-  set +e
-  if [ -d "$CAIRN_RUN" ]; then CAIRN_PROFILE=release scripts/cluster down >/dev/null 2>&1; fi
-  if mountpoint -q "$gmnt" 2>/dev/null; then umount "$gmnt"; fi
-  if command -v gluster >/dev/null && gluster volume info "$gvol" >/dev/null 2>&1; then
-    gluster --mode=script volume stop "$gvol" force >/dev/null 2>&1
-    gluster --mode=script volume delete "$gvol" >/dev/null 2>&1
-  fi
-  # glusterd takes port 24007 on every address; stop it if this run started it.
-  if [ -n "${started_glusterd:-}" ]; then pkill -x glusterd; pkill -x glusterfsd; pkill -x glusterfs; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# The table shows this run only.
+for t in local cairn gluster; do
+  if wants "$t"; then rm -f "$out/$t"-p*.json; fi
+done
 
 pacs() { # TARGET LABEL DIR REMOUNT
   local target=$1 label=$2 dir=$3 remount=$4
@@ -65,20 +57,7 @@ if wants cairn; then
 fi
 
 if wants gluster; then
-  if ! command -v glusterd >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q glusterfs-server glusterfs-client >/dev/null
-  fi
-  if ! pgrep -x glusterd >/dev/null; then
-    glusterd -p /var/run/glusterd.pid
-    started_glusterd=1
-  fi
-  for _ in $(seq 50); do gluster pool list >/dev/null 2>&1 && break; sleep 0.2; done
-  gb=$work/gluster
-  mkdir -p "$gb" "$gmnt"
-  gluster --mode=script volume create "$gvol" replica 3 \
-    "$host:$gb/b1" "$host:$gb/b2" "$host:$gb/b3" force >/dev/null
-  gluster --mode=script volume start "$gvol" >/dev/null
-  mount -t glusterfs "$host:/$gvol" "$gmnt"
+  gluster_up
   gver=$(glusterfs --version | awk 'NR==1 {print $2}')
   pacs gluster "glusterfs $gver replica 3" "$gmnt" "umount $gmnt && mount -t glusterfs $host:/$gvol $gmnt"
 fi

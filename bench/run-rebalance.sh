@@ -22,25 +22,13 @@ cargo build --release --bins --locked -q
 bin=$top/target/release
 work=$(mktemp -d /tmp/cairn-rebal.XXXXXX)
 export CAIRN_RUN=$work/cairn CAIRN_NET=127.0.9 CAIRN_PORT=24017
-host=$(hostname)
 gvol=benchrebal
 gmnt=$work/gluster-mnt
 
-ccli() { "$bin/cairn" --server "$CAIRN_RUN/n1/state/cairnd.sock" --mode script "$@"; }
-now() { date +%s.%N; }
 wants() { [[ ",$only," == *",$1,"* ]]; }
 
-cleanup() {
-  set +e
-  if [ -d "$CAIRN_RUN" ]; then CAIRN_PROFILE=release scripts/cluster down >/dev/null 2>&1; fi
-  if mountpoint -q "$gmnt" 2>/dev/null; then umount "$gmnt"; fi
-  if command -v gluster >/dev/null && gluster volume info "$gvol" >/dev/null 2>&1; then
-    gluster --mode=script volume stop "$gvol" force >/dev/null 2>&1
-    gluster --mode=script volume delete "$gvol" >/dev/null 2>&1
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap bench_cleanup EXIT
 
 ingest() { "$bin/smallfiles" "$1" --files "$files" --threads "$threads" --size "$size" --phases ingest --keep --label "$2"; }
 
@@ -85,17 +73,7 @@ if wants cairn; then
 fi
 
 if wants gluster; then
-  if ! command -v glusterd >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q glusterfs-server glusterfs-client >/dev/null
-  fi
-  pgrep -x glusterd >/dev/null || glusterd -p /var/run/glusterd.pid
-  for _ in $(seq 50); do gluster pool list >/dev/null 2>&1 && break; sleep 0.2; done
-  gb=$work/gluster
-  mkdir -p "$gb" "$gmnt"
-  gluster --mode=script volume create "$gvol" replica 3 \
-    "$host:$gb/b1" "$host:$gb/b2" "$host:$gb/b3" force >/dev/null
-  gluster --mode=script volume start "$gvol" >/dev/null
-  mount -t glusterfs "$host:/$gvol" "$gmnt"
+  gluster_up
   ingest "$gmnt" "glusterfs $(glusterfs --version | awk 'NR==1 {print $2}') replica 3, one set"
   gluster --mode=script volume add-brick "$gvol" replica 3 \
     "$host:$gb/b4" "$host:$gb/b5" "$host:$gb/b6" force >/dev/null

@@ -22,16 +22,10 @@ cargo build --release --bins --locked -q
 bin=$top/target/release
 work=$(mktemp -d /tmp/cairn-shares.XXXXXX)
 export CAIRN_RUN=$work/cairn CAIRN_NET=127.0.9 CAIRN_PORT=24017
-ccli() { "$bin/cairn" --server "$CAIRN_RUN/n1/state/cairnd.sock" --mode script "$@"; }
-now() { date +%s.%N; }
 pass=Bench-pw-1
 
-cleanup() {
-  set +e
-  CAIRN_PROFILE=release scripts/cluster down >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap bench_cleanup EXIT
 
 CAIRN_PROFILE=release scripts/cluster up >/dev/null
 printf '%s\n%s\n' "$pass" "$pass" | smbpasswd -c "$CAIRN_RUN/n1/samba/smb.conf" -a -s root >/dev/null

@@ -11,6 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
+
+#[path = "content.rs"]
+mod content;
+use content::content;
 use nfs3_client::nfs3_types::nfs3::{
     CREATE3args, MKDIR3args, Nfs3Option, Nfs3Result, READ3args, REMOVE3args, RMDIR3args,
     WRITE3args, createhow3, diropargs3, filename3, nfs_fh3, sattr3, stable_how,
@@ -45,19 +49,6 @@ struct Args {
 }
 
 type Conn = Nfs3Connection<TokioIo<tokio::net::TcpStream>>;
-
-fn content(i: usize, size: usize) -> Vec<u8> {
-    // The same bytes as `smallfiles` writes.
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
 
 fn name(s: &str) -> filename3<'static> {
     filename3::from(s.as_bytes().to_vec())

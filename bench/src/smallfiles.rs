@@ -15,6 +15,10 @@ use std::time::Instant;
 
 use clap::Parser;
 
+#[path = "content.rs"]
+mod content;
+use content::content;
+
 /// Small-file benchmark on a directory.
 #[derive(Parser, Debug)]
 #[command(version, long_about = None)]
@@ -53,18 +57,6 @@ enum PhaseName {
     Read,
     List,
     Delete,
-}
-
-fn content(i: usize, size: usize) -> Vec<u8> {
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 fn file_path(base: &Path, i: usize, threads: usize) -> PathBuf {
