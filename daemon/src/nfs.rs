@@ -50,25 +50,12 @@ struct Running {
 #[derive(Default)]
 pub struct Gateways {
     running: tokio::sync::Mutex<HashMap<String, Running>>,
-    /// Volumes whose gateway failed to start, with the reason (for the log and retries).
+    /// Volumes whose gateway failed to start, with the reason, so that a failure is logged
+    /// once rather than on every retry.
     failed: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Gateways {
-    /// The address of a volume's gateway on this node, if it runs.
-    pub async fn addr(&self, volume: &str) -> Option<SocketAddr> {
-        self.running
-            .lock()
-            .await
-            .get(volume)
-            .map(|r| r.gateway.local_addr())
-    }
-
-    /// Why a volume's gateway is not running, if it failed.
-    pub fn failure(&self, volume: &str) -> Option<String> {
-        self.failed.lock().ok()?.get(volume).cloned()
-    }
-
     /// Stops every gateway (cairnd is stopping).
     pub async fn stop_all(&self) {
         let all: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();

@@ -10,7 +10,7 @@
 //! oplocks or share modes (a FUSE mount cannot break them), and `strict sync` so a client's
 //! flush reaches the bricks' disks.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -329,14 +329,11 @@ impl Daemon {
             tracing::info!(shares = ?ready.iter().map(|s| &s.name).collect::<Vec<_>>(), "SMB shares loaded");
         }
         // Mounts of volumes no longer shared.
-        let keep: BTreeMap<&Path, ()> = shares
-            .iter()
-            .map(|s| (s.mountpoint.as_path(), ()))
-            .collect();
+        let keep: BTreeSet<&Path> = shares.iter().map(|s| s.mountpoint.as_path()).collect();
         if let Ok(dir) = std::fs::read_dir(&paths.mounts) {
             for e in dir.flatten() {
                 let p = e.path();
-                if !keep.contains_key(p.as_path()) && mounted(&p) {
+                if !keep.contains(p.as_path()) && mounted(&p) {
                     tracing::info!(mount = %p.display(), "unmounting a volume no longer shared");
                     if let Err(e) = run(Command::new("umount").arg(&p)) {
                         tracing::warn!(error = %e, "unmount failed; detaching");

@@ -820,6 +820,32 @@ impl Drop for Pool {
     }
 }
 
+/// Probes `nodes[1..]` from `nodes[0]`, waits until it sees them all connected, and
+/// creates (does not start) the replica-3 volume `name` with brick `bricks[i]` on
+/// `nodes[i]`.
+pub fn pool_and_replica3(nodes: &[DaemonProc], name: &str, bricks: &[PathBuf]) {
+    for n in &nodes[1..] {
+        nodes[0].ok(&["peer", "probe", &n.host]);
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || nodes[0]
+            .ok(&["peer", "status"])
+            .matches("(Connected)")
+            .count()
+            == nodes.len() - 1),
+        "every peer connected"
+    );
+    let specs: Vec<String> = nodes
+        .iter()
+        .zip(bricks)
+        .map(|(n, b)| format!("{}:{}", n.host, b.display()))
+        .collect();
+    let mut args = vec!["volume", "create", name, "replica", "3"];
+    args.extend(specs.iter().map(String::as_str));
+    args.push("force");
+    nodes[0].ok(&args);
+}
+
 /// Three daemons on 127.77.`net`.1-3, probed into one pool from the first.
 pub fn pool(net: u8) -> Pool {
     require_root();

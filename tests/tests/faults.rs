@@ -97,23 +97,7 @@ impl Cluster {
                 )
             })
             .collect();
-        for n in &nodes[1..] {
-            nodes[0].ok(&["peer", "probe", &n.host]);
-        }
-        assert!(eventually(Duration::from_secs(15), || nodes[0]
-            .ok(&["peer", "status"])
-            .matches("(Connected)")
-            .count()
-            == 2));
-        let specs: Vec<String> = nodes
-            .iter()
-            .zip(&bricks)
-            .map(|(n, b)| format!("{}:{}", n.host, b.display()))
-            .collect();
-        let mut args = vec!["volume", "create", VOL, "replica", "3"];
-        args.extend(specs.iter().map(String::as_str));
-        args.push("force");
-        nodes[0].ok(&args);
+        pool_and_replica3(&nodes, VOL, &bricks);
         nodes[0].ok(&["volume", "set", VOL, "network.ping-timeout", "3"]);
         nodes[0].ok(&["volume", "set", VOL, "cluster.heal-interval", "5"]);
         nodes[0].ok(&["volume", "start", VOL]);

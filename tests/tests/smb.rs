@@ -93,26 +93,10 @@ impl Cluster {
                 DaemonProc::start_with(&dir, &net.addrs[i], Some(&net.names[i]), &extra)
             })
             .collect();
-        for n in &nodes[1..] {
-            nodes[0].ok(&["peer", "probe", &n.host]);
-        }
         let bricks: Vec<PathBuf> = (0..3)
             .map(|i| tmp.path().join(format!("brick{i}")))
             .collect();
-        let specs: Vec<String> = nodes
-            .iter()
-            .zip(&bricks)
-            .map(|(n, b)| format!("{}:{}", n.host, b.display()))
-            .collect();
-        assert!(eventually(Duration::from_secs(15), || nodes[0]
-            .ok(&["peer", "status"])
-            .matches("(Connected)")
-            .count()
-            == 2));
-        let mut args = vec!["volume", "create", VOL, "replica", "3"];
-        args.extend(specs.iter().map(String::as_str));
-        args.push("force");
-        nodes[0].ok(&args);
+        pool_and_replica3(&nodes, VOL, &bricks);
         nodes[0].ok(&["volume", "set", VOL, "smb.enable", "on"]);
         nodes[0].ok(&["volume", "set", VOL, "smb.valid-users", USER]);
         nodes[0].ok(&["volume", "start", VOL]);

@@ -24,6 +24,16 @@ struct Slot {
     stash: Option<(u64, VecDeque<DirEntry>)>,
 }
 
+impl Slot {
+    /// The descriptor, to be released once no request holds it.
+    fn retire(self) -> Retired {
+        Retired {
+            fd: self.fd,
+            dir: self.dir,
+        }
+    }
+}
+
 /// A descriptor to release, and whether it is a directory's.
 struct Retired {
     fd: Arc<Fd>,
@@ -134,58 +144,39 @@ impl FdCache {
 
     fn insert_slot(&self, gfid: Gfid, fd: Fd, write: bool, dir: bool) -> Arc<Fd> {
         let fd = Arc::new(fd);
-        let mut surplus = Vec::new();
-        let chosen = {
-            let mut st = self.lock();
-            let keep_theirs = st.open.get(&gfid).is_some_and(|s| s.write || !write);
-            if keep_theirs {
-                surplus.push(Arc::clone(&fd));
-                st.open.get_mut(&gfid).map(|s| {
-                    s.used = Instant::now();
-                    Arc::clone(&s.fd)
-                })
-            } else {
-                None
-            }
-            .unwrap_or_else(|| {
-                let old = st.open.insert(
-                    gfid,
-                    Slot {
-                        fd: Arc::clone(&fd),
-                        write,
-                        dir,
-                        used: Instant::now(),
-                        stash: None,
-                    },
-                );
-                if let Some(old) = old {
-                    st.retired.push(Retired {
-                        fd: old.fd,
-                        dir: old.dir,
-                    });
-                }
-                while st.open.len() > self.max {
-                    let oldest = st
-                        .open
-                        .iter()
-                        .filter(|(g, _)| **g != gfid)
-                        .min_by_key(|(_, s)| s.used)
-                        .map(|(g, _)| *g);
-                    let Some(s) = oldest.and_then(|g| st.open.remove(&g)) else {
-                        break;
-                    };
-                    st.retired.push(Retired {
-                        fd: s.fd,
-                        dir: s.dir,
-                    });
-                }
-                Arc::clone(&fd)
-            })
-        };
-        for fd in surplus {
-            self.lock().retired.push(Retired { fd, dir });
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(s) = st.open.get_mut(&gfid)
+            && (s.write || !write)
+        {
+            // Another request opened a suitable one meanwhile: use it, release ours.
+            s.used = Instant::now();
+            st.retired.push(Retired { fd, dir });
+            return Arc::clone(&s.fd);
         }
-        chosen
+        let slot = Slot {
+            fd: Arc::clone(&fd),
+            write,
+            dir,
+            used: Instant::now(),
+            stash: None,
+        };
+        if let Some(old) = st.open.insert(gfid, slot) {
+            st.retired.push(old.retire());
+        }
+        while st.open.len() > self.max {
+            let oldest = st
+                .open
+                .iter()
+                .filter(|(g, _)| **g != gfid)
+                .min_by_key(|(_, s)| s.used)
+                .map(|(g, _)| *g);
+            let Some(s) = oldest.and_then(|g| st.open.remove(&g)) else {
+                break;
+            };
+            st.retired.push(s.retire());
+        }
+        fd
     }
 
     /// The cached descriptor of `gfid`, if any (for COMMIT, which need not open one).
@@ -213,10 +204,7 @@ impl FdCache {
                 .collect();
             for g in idle {
                 if let Some(s) = st.open.remove(&g) {
-                    st.retired.push(Retired {
-                        fd: s.fd,
-                        dir: s.dir,
-                    });
+                    st.retired.push(s.retire());
                 }
             }
             let (free, held): (Vec<_>, Vec<_>) = std::mem::take(&mut st.retired)

@@ -83,16 +83,6 @@ impl Gateway {
         })
     }
 
-    /// The address the gateway listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// Descriptors held open now.
-    pub fn open_fds(&self) -> usize {
-        self.fs.open_fds()
-    }
-
     /// Stops listening, closes every client connection and releases every descriptor.
     pub async fn stop(self) {
         for t in &self.tasks {
