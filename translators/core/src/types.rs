@@ -393,8 +393,69 @@ impl fmt::Display for Target {
 /// Extra key/value data riding along with a fop, both ways (gluster's `dict_t`).
 ///
 /// Internal keys are named `cairn.<translator>.<what>`; values are raw bytes.
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+///
+/// On the wire each value is a byte string (length + bytes, the same bytes bincode writes
+/// for a sequence of `u8`), encoded and decoded in one piece rather than byte by byte:
+/// quick-read carries whole files in it.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Xdata(pub BTreeMap<String, Vec<u8>>);
+
+struct ByteStr<'a>(&'a [u8]);
+
+impl Serialize for ByteStr<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<ByteBuf, A::Error> {
+                let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(ByteBuf(out))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl Serialize for Xdata {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, &ByteStr(v))?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Xdata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<String, ByteBuf>::deserialize(d)?;
+        Ok(Xdata(m.into_iter().map(|(k, v)| (k, v.0)).collect()))
+    }
+}
 
 impl Xdata {
     /// An empty map.
@@ -876,5 +937,30 @@ mod tests {
         assert_eq!(lookup_prefixes(&y), vec!["user."]);
         add_lookup_prefix(&mut y, "trusted.");
         assert_eq!(lookup_prefixes(&y), vec!["user.", "trusted."]);
+    }
+}
+
+#[cfg(test)]
+mod xdata_wire_tests {
+    use super::*;
+
+    #[test]
+    fn xdata_values_encode_as_the_same_bytes_as_a_sequence_of_u8_and_round_trip() {
+        let mut x = Xdata::new();
+        x.set(
+            "cairn.quick-read.content",
+            (0..70_000u32).map(|i| i as u8).collect::<Vec<u8>>(),
+        );
+        x.set("trusted.afr.pending", vec![0u8; 12]);
+        x.set("empty", Vec::new());
+        let cfg = bincode::config::standard();
+        let new = bincode::serde::encode_to_vec(&x, cfg).unwrap();
+        let old = bincode::serde::encode_to_vec(&x.0, cfg).unwrap();
+        assert_eq!(new, old, "the wire format is unchanged");
+        let (back, used): (Xdata, usize) = bincode::serde::decode_from_slice(&new, cfg).unwrap();
+        assert_eq!(used, new.len());
+        assert_eq!(back, x);
+        let (back, _): (Xdata, usize) = bincode::serde::decode_from_slice(&old, cfg).unwrap();
+        assert_eq!(back, x);
     }
 }
