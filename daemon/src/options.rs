@@ -463,6 +463,70 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "performance.quick-read",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "Quick-read in the client graph: small files come whole in the lookup or open round trip and are read from memory (see the quick-read options).",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "performance.quick-read-lookup-size",
+        kind: OptionKind::Size {
+            min: 0,
+            max: 16 << 20,
+        },
+        default: "64KiB",
+        doc: "Lookups carry the content of regular files up to this size, so open + read + close of such a file costs no further round trip (0: never). Content comes from one good copy.",
+        targets: &[Target::Client {
+            xlator: "performance/quick-read",
+            key: "lookup-size",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "performance.quick-read-max-file-size",
+        kind: OptionKind::Size {
+            min: 0,
+            max: 16 << 20,
+        },
+        default: "1MiB",
+        doc: "An open for reading of a file up to this size fetches it whole in one round trip (a lookup on one good copy) instead of opening it on every copy; reads are then served from memory (0: never).",
+        targets: &[Target::Client {
+            xlator: "performance/quick-read",
+            key: "max-file-size",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "performance.quick-read-cache-timeout",
+        kind: OptionKind::Duration {
+            min_ms: 0,
+            max_ms: 60_000,
+        },
+        default: "1s",
+        doc: "How long fetched content may serve opens and reads before the bricks are asked again: a change made by another client is seen within this time. Changes made through the same mount are seen at once.",
+        targets: &[Target::Client {
+            xlator: "performance/quick-read",
+            key: "cache-timeout",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "performance.quick-read-cache-size",
+        kind: OptionKind::Size {
+            min: 0,
+            max: 64 << 30,
+        },
+        default: "128MiB",
+        doc: "Most content bytes one client keeps; the least recently used goes first.",
+        targets: &[Target::Client {
+            xlator: "performance/quick-read",
+            key: "cache-size",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",

@@ -5,7 +5,8 @@
 //!
 //! Client: one `protocol/client` per brick; with `replica N` every N consecutive bricks are
 //! grouped under a `cluster/replicate`; several groups go under a `cluster/distribute`;
-//! `debug/io-stats` on top. Volume options land on the translators the option table names.
+//! `performance/quick-read` above that (unless `performance.quick-read off`), `debug/io-stats`
+//! on top. Volume options land on the translators the option table names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -208,6 +209,20 @@ pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
         name
     } else {
         groups.into_iter().next().unwrap_or_default()
+    };
+    let below_stats = if options::flag(&vol.options, "performance.quick-read") {
+        let name = format!("{v}-quick-read");
+        let mut o = BTreeMap::new();
+        apply_options(vol, false, "performance/quick-read", &mut o);
+        graph.push(node(
+            name.clone(),
+            "performance/quick-read",
+            o,
+            vec![below_stats],
+        ));
+        name
+    } else {
+        below_stats
     };
     let top = format!("{v}-io-stats");
     let mut stats_opts = BTreeMap::new();

@@ -1395,3 +1395,159 @@ async fn heal_gives_a_returning_arbiter_names_and_metadata_only() {
     }
     g.stop().await;
 }
+
+/// The set's client graph with `performance/quick-read` between io-stats and replicate.
+fn with_quick_read(set: &mut Set) {
+    let top =
+        "  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-replicate-0]\n";
+    assert!(set.volfile.contains(top));
+    set.volfile = set.volfile.replace(
+        top,
+        "  - name: test-qr\n    type: performance/quick-read\n    subvolumes: [test-replicate-0]\n  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-qr]\n",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_quick_read_an_mr_image_costs_one_lookup_round_trip_and_a_ct_image_two() {
+    let mut set = start_set_with(true);
+    with_quick_read(&mut set);
+    let g = client(&set).await;
+    let top = g.top();
+    let mr = pattern(57 * 1024, 1);
+    let ct = pattern(517 * 1024, 2);
+    put(top, Gfid::ROOT, "mr.dcm", &mr).await.unwrap();
+    put(top, Gfid::ROOT, "ct.dcm", &ct).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second client: nothing cached.
+    let g2 = client(&set).await;
+    let top2 = g2.top();
+    requests(&g2);
+    for (name, want, opens) in [("mr.dcm", &mr, 0u64), ("ct.dcm", &ct, 1)] {
+        let e = top2
+            .lookup(&cx(), Loc::entry(Gfid::ROOT, name), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(requests(&g2), vec![1, 1, 1], "{name}: lookup on every copy");
+        let fd = Fd::new(e.iatt.gfid, libc::O_RDONLY);
+        top2.open(
+            &cx(),
+            Loc::inode(e.iatt.gfid),
+            libc::O_RDONLY,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            requests(&g2),
+            vec![opens; 3],
+            "{name}: the open is answered by the client (a CT image: one fetch)"
+        );
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let p = top2
+                .read(&cx(), fd.clone(), got.len() as u64, 128 << 10, Xdata::new())
+                .await
+                .unwrap();
+            assert!(!p.is_empty());
+            got.extend_from_slice(p.bytes());
+        }
+        top2.flush(&cx(), fd.clone(), Xdata::new()).await.unwrap();
+        top2.release(&cx(), fd).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(&got == want, "{name}: the bytes differ");
+        assert_eq!(
+            requests(&g2),
+            vec![0, 0, 0],
+            "{name}: reads, flush and release stay in the client"
+        );
+    }
+    g2.stop().await;
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quick_read_never_serves_content_from_a_copy_that_missed_a_change() {
+    let mut set = start_set();
+    with_quick_read(&mut set);
+    // No heal on access: the stale copies stay stale while the files are read.
+    set.volfile = set.volfile.replace(
+        "      eager-lock-idle: 200ms\n",
+        "      eager-lock-idle: 200ms\n      heal-on-access: off\n",
+    );
+    let g = client(&set).await;
+    let top = g.top();
+    let names: Vec<String> = (0..12).map(|i| format!("IM-{i:04}.dcm")).collect();
+    for (i, n) in names.iter().enumerate() {
+        put(top, Gfid::ROOT, n, &pattern(20_000, i as u64))
+            .await
+            .unwrap();
+    }
+    set.bricks[0].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    for (i, n) in names.iter().enumerate() {
+        let e = top
+            .lookup(&cx(), Loc::entry(Gfid::ROOT, n), Xdata::new())
+            .await
+            .unwrap();
+        let fd = Fd::new(e.iatt.gfid, libc::O_WRONLY);
+        top.open(
+            &cx(),
+            Loc::inode(e.iatt.gfid),
+            libc::O_WRONLY,
+            fd.clone(),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        top.write(
+            &cx(),
+            fd.clone(),
+            0,
+            Payload::new(pattern(20_000, 100 + i as u64)),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        top.release(&cx(), fd).await.unwrap();
+    }
+    set.bricks[0].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    g.stop().await;
+    // A fresh client, every brick up, brick 0 holding the old bytes of every file: the
+    // names hash over all three copies, so some lookups ask brick 0 for content.
+    let g2 = client(&set).await;
+    for (i, n) in names.iter().enumerate() {
+        assert!(
+            fs::read(set.dirs[0].join(n)).unwrap() == pattern(20_000, i as u64),
+            "brick 0 still has the old copy of {n}"
+        );
+        assert!(
+            get(g2.top(), Gfid::ROOT, n).await.unwrap() == pattern(20_000, 100 + i as u64),
+            "{n}: the client read the copy that missed the change"
+        );
+    }
+    let qr = g2
+        .node("test-qr")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<performance::quick_read::QuickRead>()
+        .unwrap()
+        .counters();
+    assert_eq!(
+        qr.opens_served + qr.opens_fetched,
+        names.len() as u64,
+        "every open was answered from content: {qr:?}"
+    );
+    assert!(
+        qr.opens_fetched > 0,
+        "lookups that asked brick 0 got no content, so those opens fetched it from a good copy: {qr:?}"
+    );
+    g2.stop().await;
+}

@@ -301,10 +301,15 @@ impl Store {
     }
 
     /// All xattrs of a path (used when the object was found by name).
-    pub(crate) fn getxattr_path(&self, path: &Path) -> FopResult<Xdata> {
+    /// The xattrs of `path` whose names `keep` accepts (only those are read).
+    pub(crate) fn getxattr_path_where(
+        &self,
+        path: &Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> FopResult<Xdata> {
         let obj = Obj::Path(path.to_path_buf(), Gfid::NULL);
         let mut out = Xdata::new();
-        for n in list_xattrs(&obj)? {
+        for n in list_xattrs(&obj)?.into_iter().filter(|n| keep(n)) {
             if let Ok(v) = get_xattr(&obj, &n) {
                 out.set(n, v);
             }

@@ -66,6 +66,7 @@ impl Registry {
         r.register(crate::features::bitrot::TYPE);
         r.register(crate::cluster::afr::TYPE);
         r.register(crate::cluster::dht::TYPE);
+        r.register(crate::performance::quick_read::TYPE);
         r
     }
 

@@ -16,6 +16,7 @@
 //! - [`cluster`](crate::cluster): `cluster/replicate`.
 //! - [`debug`]: `debug/io-stats` and `debug/error-gen`.
 //! - [`features`](crate::features): `features/locks`, `features/index`.
+//! - [`performance`](crate::performance): `performance/quick-read`.
 //! - `testing` (tests, or the `testing` feature): a recording mock leaf and the pass-through
 //!   conformance suite.
 //!
@@ -28,6 +29,7 @@ pub mod error;
 pub mod features;
 pub mod fops;
 pub mod graph;
+pub mod performance;
 pub mod protocol;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

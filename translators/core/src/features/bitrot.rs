@@ -761,7 +761,7 @@ impl Translator for Bitrot {
     }
 
     async fn lookup(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<Entry> {
-        let e = self.child()?.lookup(cx, loc, xdata).await?;
+        let mut e = self.child()?.lookup(cx, loc, xdata).await?;
         // A mark made before this process started is learnt from the lookups replicate
         // makes (they ask for it) before any open and read.
         if e.xdata.contains(XATTR_BAD)
@@ -769,6 +769,10 @@ impl Translator for Bitrot {
             && let Ok(mut b) = self.shared.bad.lock()
         {
             b.insert(e.iatt.gfid);
+        }
+        // Content a lookup carries (quick-read) is a read: a damaged copy serves none.
+        if self.is_bad(e.iatt.gfid) {
+            e.xdata.remove(crate::performance::quick_read::CONTENT_KEY);
         }
         Ok(e)
     }

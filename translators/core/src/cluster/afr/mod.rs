@@ -28,6 +28,7 @@ use crate::error::{FopError, FopResult};
 use crate::features::bitrot::XATTR_BAD;
 use crate::features::index::{AFR_PREFIX, DATA, ENTRY, METADATA, read_counters};
 use crate::graph::{BuildCtx, TranslatorType};
+use crate::performance::quick_read;
 use crate::types::*;
 use crate::wire::{Batch, CompoundResult, Reply, Request};
 use crate::xlator::{Event, Translator, XlatorBase, XlatorRef};
@@ -551,6 +552,30 @@ impl Afr {
     }
 
     /// Children to read `gfid` from, best first.
+    /// The copy a lookup asks for a file's content: where reads of it would go when its
+    /// gfid is known, else one chosen by the name's hash, so that lookups of many files
+    /// spread over the copies.
+    fn content_child(&self, loc: &Loc, up: &[usize]) -> Option<usize> {
+        if let Some(g) = loc.gfid
+            && let Ok(order) = self.read_order(g, None)
+        {
+            return order.into_iter().find(|i| up.contains(i));
+        }
+        let data: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|&i| !self.is_arbiter(i))
+            .collect();
+        if data.is_empty() {
+            return None;
+        }
+        let h = loc
+            .name
+            .as_deref()
+            .map_or(0, |n| xxhash_rust::xxh3::xxh3_64(n.as_bytes()));
+        data.get((h % data.len() as u64) as usize).copied()
+    }
+
     fn read_order(&self, gfid: Gfid, among: Option<&[bool]>) -> FopResult<Vec<usize>> {
         let ctx = self.inode(gfid).unwrap_or(InodeCtx {
             good: u64::MAX,
@@ -1178,9 +1203,18 @@ impl Translator for Afr {
         let mut x = xdata.clone();
         add_lookup_prefix(&mut x, AFR_PREFIX);
         add_lookup_prefix(&mut x, XATTR_BAD);
-        let results = txn::fan(&self.children, cx, &up, &|_| Request::Lookup {
-            loc: loc.clone(),
-            xdata: x.clone(),
+        // Content (quick-read) is asked of one copy only: the one reads would go to.
+        let want = x.remove(quick_read::WANT_KEY);
+        let content_from = want.as_ref().and_then(|_| self.content_child(&loc, &up));
+        let results = txn::fan(&self.children, cx, &up, &|i| {
+            let mut x = x.clone();
+            if let (Some(w), true) = (&want, content_from == Some(i)) {
+                x.set(quick_read::WANT_KEY, w.clone());
+            }
+            Request::Lookup {
+                loc: loc.clone(),
+                xdata: x,
+            }
         })
         .await;
         let mut found: Vec<(usize, Entry)> = Vec::new();
@@ -1222,13 +1256,22 @@ impl Translator for Afr {
         }
         let pick = found
             .iter()
-            .find(|(i, _)| ctx.good & (1 << i) != 0 && !self.is_arbiter(*i))
+            .find(|(i, _)| content_from == Some(*i) && ctx.good & (1 << i) != 0)
+            .or_else(|| {
+                found
+                    .iter()
+                    .find(|(i, _)| ctx.good & (1 << i) != 0 && !self.is_arbiter(*i))
+            })
             .or_else(|| found.iter().find(|(i, _)| !self.is_arbiter(*i)))
             .or_else(|| found.first());
-        let Some((_, entry)) = pick else {
+        let Some((picked, entry)) = pick else {
             return Err(FopError::eio("lookup found nothing usable"));
         };
         let mut entry = entry.clone();
+        // Content read from a copy that is not good must not be served.
+        if ctx.good & (1 << picked) == 0 || self.is_arbiter(*picked) {
+            entry.xdata.remove(quick_read::CONTENT_KEY);
+        }
         let afr_keys: Vec<String> = entry
             .xdata
             .iter()

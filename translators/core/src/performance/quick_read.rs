@@ -1,0 +1,719 @@
+//! `performance/quick-read`: a small file is read whole in the round trip that finds it.
+//!
+//! Reading an image the plain way costs three round trips one after another: lookup, open
+//! (on every copy), read, and a release after. This translator cuts that to one:
+//!
+//! - **Lookup** asks the bricks for the content of regular files up to `lookup-size` bytes
+//!   (key [`WANT_KEY`]); replicate asks one good copy only, and the brick answers under
+//!   [`CONTENT_KEY`] when the file is small enough. The content is kept, keyed by gfid, with
+//!   the size, mtime and ctime it was read with.
+//! - **Open** for reading only of a file whose content is held and fresh is answered here,
+//!   without going down. A file seen by lookup to be larger than `lookup-size` but no larger
+//!   than `max-file-size` is fetched whole by one nameless lookup instead of an open, and is
+//!   answered the same way.
+//! - **Read** on such a descriptor is served from the content; **flush** and **release** go
+//!   no further; fstat and fgetxattr go down by inode. Anything else done with the
+//!   descriptor (a write, fsync, a lock, setting an xattr, or a read after the content went
+//!   stale) first opens the file for real below (open-behind), then goes down like any
+//!   other call.
+//!
+//! Cairn's own operations (pid 0: heal, rebalance, scrub) pass straight through.
+//!
+//! Freshness: content serves an open for `cache-timeout` after it was read, and a read for
+//! the same time after that; past it, the read goes to the bricks. Any change made through
+//! this graph to the file (write, truncate, setattr, fallocate, an open for writing) drops its
+//! content at once, and marks it stale for descriptors still holding it, so a reader on the
+//! same mount never sees data older than the writer's close. A lookup that reports another
+//! size, mtime or ctime than the content was read with drops it too: changes made by other
+//! clients are seen within `cache-timeout`. The cache holds at most `cache-size` bytes; the
+//! least recently used content goes first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_volfiles::{Arity, Maturity, OptionKind, OptionSpec, Role, TypeDecl};
+
+use crate::error::FopResult;
+use crate::graph::{BuildCtx, TranslatorType};
+use crate::types::{
+    Cx, Entry, Fd, FileKind, Flock, Gfid, Iatt, Loc, LockWait, Payload, SetAttr, Target, Timespec,
+    Whence, XattropOp, Xdata,
+};
+use crate::xlator::{Translator, XlatorBase, XlatorRef};
+
+/// Request key: the largest file whose content the lookup should carry (big-endian u64).
+pub const WANT_KEY: &str = "cairn.quick-read.want";
+/// Reply key: the content of the file.
+pub const CONTENT_KEY: &str = "cairn.quick-read.content";
+
+/// Key of this translator's context on an fd.
+const FD_KEY: &str = "performance/quick-read";
+
+/// Size hints kept before the table is cleared (a hint is ~40 bytes).
+const HINTS_MAX: usize = 262_144;
+
+/// The largest file the translator will fetch whole.
+pub const MAX_FILE_SIZE_LIMIT: u64 = 16 << 20;
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "lookup-size",
+        kind: OptionKind::Size {
+            min: 0,
+            max: MAX_FILE_SIZE_LIMIT,
+        },
+        default: Some("64KiB"),
+        doc: "Lookups carry the content of regular files up to this size (0: never).",
+    },
+    OptionSpec {
+        key: "max-file-size",
+        kind: OptionKind::Size {
+            min: 0,
+            max: MAX_FILE_SIZE_LIMIT,
+        },
+        default: Some("1MiB"),
+        doc: "Opens for reading of files up to this size fetch the whole file in one round trip and serve reads from memory (0: never).",
+    },
+    OptionSpec {
+        key: "cache-timeout",
+        kind: OptionKind::Duration {
+            min_ms: 0,
+            max_ms: 60_000,
+        },
+        default: Some("1s"),
+        doc: "How long fetched content may serve opens and reads before the bricks are asked again.",
+    },
+    OptionSpec {
+        key: "cache-size",
+        kind: OptionKind::Size {
+            min: 0,
+            max: 64 << 30,
+        },
+        default: Some("128MiB"),
+        doc: "Most content bytes held; the least recently used goes first.",
+    },
+];
+
+/// The type declaration.
+pub const TYPE: TranslatorType = TranslatorType {
+    decl: TypeDecl {
+        type_name: "performance/quick-read",
+        arity: Arity::One,
+        roles: &[Role::Client],
+        maturity: Maturity::Stable,
+        options: OPTIONS,
+        doc: "Reads small files whole in the lookup or open round trip and serves them from memory.",
+    },
+    build,
+};
+
+fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
+    let o = ctx.options;
+    let cfg = Config {
+        lookup_size: o.size("lookup-size").map_err(|e| e.to_string())?,
+        max_file_size: o.size("max-file-size").map_err(|e| e.to_string())?,
+        timeout: o.duration("cache-timeout").map_err(|e| e.to_string())?,
+        cache_size: o.size("cache-size").map_err(|e| e.to_string())?,
+    };
+    Ok(Arc::new(QuickRead::new(ctx.name, ctx.children, cfg)))
+}
+
+/// Settings of one quick-read node.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Lookups ask for content up to this size.
+    pub lookup_size: u64,
+    /// Opens fetch files up to this size whole.
+    pub max_file_size: u64,
+    /// How long content stays fresh.
+    pub timeout: Duration,
+    /// Most bytes held.
+    pub cache_size: u64,
+}
+
+/// A file's content, as one brick read it.
+struct Content {
+    data: Bytes,
+    size: u64,
+    mtime: Timespec,
+    ctime: Timespec,
+    fetched: Instant,
+    /// Set when a change through this graph made it wrong.
+    stale: AtomicBool,
+}
+
+impl Content {
+    fn fresh(&self, ttl: Duration) -> bool {
+        !self.stale.load(Ordering::Acquire) && self.fetched.elapsed() < ttl
+    }
+
+    fn matches(&self, ia: &Iatt) -> bool {
+        self.size == ia.size && self.mtime == ia.mtime && self.ctime == ia.ctime
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    files: HashMap<Gfid, (Arc<Content>, u64)>,
+    /// Use order: tick → gfid.
+    order: BTreeMap<u64, Gfid>,
+    tick: u64,
+    bytes: u64,
+    /// Sizes of regular files seen by lookups, to know which opens to answer by fetching.
+    sizes: HashMap<Gfid, u64>,
+}
+
+impl Cache {
+    fn remove(&mut self, gfid: Gfid) -> Option<Arc<Content>> {
+        let (c, tick) = self.files.remove(&gfid)?;
+        self.order.remove(&tick);
+        self.bytes = self.bytes.saturating_sub(c.data.len() as u64);
+        Some(c)
+    }
+
+    fn touch(&mut self, gfid: Gfid) -> Option<Arc<Content>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (c, old) = self.files.get_mut(&gfid)?;
+        let c = Arc::clone(c);
+        let was = std::mem::replace(old, tick);
+        self.order.remove(&was);
+        self.order.insert(tick, gfid);
+        Some(c)
+    }
+
+    fn insert(&mut self, gfid: Gfid, c: Arc<Content>, limit: u64) {
+        if let Some(old) = self.remove(gfid) {
+            old.stale.store(true, Ordering::Release);
+        }
+        let len = c.data.len() as u64;
+        if len > limit {
+            return;
+        }
+        while self.bytes + len > limit {
+            let Some((_, victim)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((v, _)) = self.files.remove(&victim) {
+                self.bytes = self.bytes.saturating_sub(v.data.len() as u64);
+            }
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, gfid);
+        self.files.insert(gfid, (c, self.tick));
+        self.bytes += len;
+    }
+
+    fn hint(&mut self, gfid: Gfid, size: u64) {
+        if self.sizes.len() >= HINTS_MAX && !self.sizes.contains_key(&gfid) {
+            self.sizes.clear();
+        }
+        self.sizes.insert(gfid, size);
+    }
+}
+
+/// A descriptor answered here: the content it reads, and how to open it for real.
+struct QrFd {
+    content: Arc<Content>,
+    loc: Loc,
+    xdata: Xdata,
+    opened: AtomicBool,
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// What [`QuickRead::counters`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Opens answered without going down.
+    pub opens_served: u64,
+    /// Opens answered by fetching the whole file with one lookup.
+    pub opens_fetched: u64,
+    /// Reads served from memory.
+    pub reads_served: u64,
+    /// Descriptors that had to be opened below after all.
+    pub opened_behind: u64,
+    /// Content dropped because a change or a lookup showed it was old.
+    pub invalidated: u64,
+    /// Content bytes held now.
+    pub bytes: u64,
+    /// Files whose content is held now.
+    pub files: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    opens_served: std::sync::atomic::AtomicU64,
+    opens_fetched: std::sync::atomic::AtomicU64,
+    reads_served: std::sync::atomic::AtomicU64,
+    opened_behind: std::sync::atomic::AtomicU64,
+    invalidated: std::sync::atomic::AtomicU64,
+}
+
+/// The `performance/quick-read` translator. See the [module documentation](self).
+pub struct QuickRead {
+    base: XlatorBase,
+    cfg: Config,
+    cache: Mutex<Cache>,
+    stats: Stats,
+}
+
+/// Cairn's own work (heal, rebalance, scrub: pid 0) always reads the bricks: it must see
+/// the newest data, never content fetched a moment ago.
+fn internal(cx: &Cx) -> bool {
+    cx.pid == 0
+}
+
+fn read_only(flags: i32) -> bool {
+    flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0
+}
+
+impl QuickRead {
+    /// A quick-read node named `name` over `children` (exactly one).
+    pub fn new(name: &str, children: Vec<XlatorRef>, cfg: Config) -> QuickRead {
+        QuickRead {
+            base: XlatorBase::new(name, TYPE.decl.type_name, children),
+            cfg,
+            cache: Mutex::new(Cache::default()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// What it has done so far, and what it holds.
+    pub fn counters(&self) -> Counters {
+        let (bytes, files) = self
+            .cache
+            .lock()
+            .map(|c| (c.bytes, c.files.len() as u64))
+            .unwrap_or_default();
+        let s = &self.stats;
+        Counters {
+            opens_served: s.opens_served.load(Ordering::Relaxed),
+            opens_fetched: s.opens_fetched.load(Ordering::Relaxed),
+            reads_served: s.reads_served.load(Ordering::Relaxed),
+            opened_behind: s.opened_behind.load(Ordering::Relaxed),
+            invalidated: s.invalidated.load(Ordering::Relaxed),
+            bytes,
+            files,
+        }
+    }
+
+    fn child(&self) -> FopResult<&XlatorRef> {
+        self.base.child()
+    }
+
+    /// Takes in what a lookup reply says about a file: its size, and its content if it
+    /// came along. Returns the content when it was kept.
+    fn learn(&self, ia: &Iatt, content: Option<Vec<u8>>) -> Option<Arc<Content>> {
+        if ia.kind != FileKind::File {
+            return None;
+        }
+        let Ok(mut cache) = self.cache.lock() else {
+            return None;
+        };
+        cache.hint(ia.gfid, ia.size);
+        match content {
+            Some(data) if data.len() as u64 == ia.size => {
+                let c = Arc::new(Content {
+                    data: Bytes::from(data),
+                    size: ia.size,
+                    mtime: ia.mtime,
+                    ctime: ia.ctime,
+                    fetched: Instant::now(),
+                    stale: AtomicBool::new(false),
+                });
+                cache.insert(ia.gfid, Arc::clone(&c), self.cfg.cache_size);
+                Some(c)
+            }
+            _ => {
+                let old = cache
+                    .files
+                    .get(&ia.gfid)
+                    .is_some_and(|(c, _)| !c.matches(ia));
+                if old && let Some(c) = cache.remove(ia.gfid) {
+                    c.stale.store(true, Ordering::Release);
+                    self.stats.invalidated.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// The size a change through this graph left a file with: the next open for reading
+    /// may fetch it whole.
+    fn note_size(&self, ia: &Iatt) {
+        if ia.kind == FileKind::File
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            cache.hint(ia.gfid, ia.size);
+        }
+    }
+
+    /// A change through this graph: the content held for `gfid` is wrong from now on.
+    fn invalidate(&self, gfid: Gfid) {
+        if let Ok(mut cache) = self.cache.lock()
+            && let Some(c) = cache.remove(gfid)
+        {
+            c.stale.store(true, Ordering::Release);
+            self.stats.invalidated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fresh(&self, gfid: Gfid) -> Option<Arc<Content>> {
+        let mut cache = self.cache.lock().ok()?;
+        let c = cache.touch(gfid)?;
+        c.fresh(self.cfg.timeout).then_some(c)
+    }
+
+    fn fetchable(&self, gfid: Gfid) -> bool {
+        let max = self.cfg.max_file_size;
+        max > 0
+            && !self.cfg.timeout.is_zero()
+            && self
+                .cache
+                .lock()
+                .ok()
+                .and_then(|c| c.sizes.get(&gfid).copied())
+                .is_some_and(|s| s > 0 && s <= max)
+    }
+
+    /// Makes sure `fd` is open below (it may have been answered here), before a call that
+    /// needs it to be.
+    async fn open_behind(&self, cx: &Cx, fd: &Fd) -> FopResult<()> {
+        let Some(q) = fd.ctx::<QrFd>(FD_KEY) else {
+            return Ok(());
+        };
+        if q.opened.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _g = q.opening.lock().await;
+        if q.opened.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.child()?
+            .open(cx, q.loc.clone(), fd.flags(), fd.clone(), q.xdata.clone())
+            .await?;
+        q.opened.store(true, Ordering::Release);
+        tracing::trace!(gfid = %fd.gfid(), "opened behind");
+        self.stats.opened_behind.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn target_behind(&self, cx: &Cx, target: &Target) -> FopResult<()> {
+        match target {
+            Target::Fd(fd) => self.open_behind(cx, fd).await,
+            Target::Loc(_) => Ok(()),
+        }
+    }
+
+    /// Serves an open from `content`: the descriptor stays here until something needs it
+    /// below.
+    fn answer_open(&self, loc: Loc, fd: &Fd, xdata: Xdata, content: Arc<Content>) {
+        fd.set_ctx(
+            FD_KEY,
+            Arc::new(QrFd {
+                content,
+                loc,
+                xdata,
+                opened: AtomicBool::new(false),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        );
+    }
+
+    /// True when `fd` is answered here and has not been opened below.
+    fn held_here(fd: &Fd) -> bool {
+        fd.ctx::<QrFd>(FD_KEY)
+            .is_some_and(|q| !q.opened.load(Ordering::Acquire))
+    }
+}
+
+#[async_trait::async_trait]
+impl Translator for QuickRead {
+    crate::xlator_base!();
+
+    async fn lookup(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<Entry> {
+        // A caller above that asked for content itself gets it as it came.
+        let ours = self.cfg.lookup_size > 0 && !internal(cx) && !xdata.contains(WANT_KEY);
+        let mut x = xdata;
+        if ours {
+            x.set_u64(WANT_KEY, self.cfg.lookup_size);
+        }
+        let mut e = self.child()?.lookup(cx, loc, x).await?;
+        let content = if ours {
+            e.xdata.remove(CONTENT_KEY)
+        } else {
+            None
+        };
+        self.learn(&e.iatt, content);
+        Ok(e)
+    }
+
+    async fn open(&self, cx: &Cx, loc: Loc, flags: i32, fd: Fd, xdata: Xdata) -> FopResult<()> {
+        let gfid = fd.gfid();
+        if !read_only(flags) {
+            self.invalidate(gfid);
+            return self.child()?.open(cx, loc, flags, fd, xdata).await;
+        }
+        if internal(cx) {
+            return self.child()?.open(cx, loc, flags, fd, xdata).await;
+        }
+        if let Some(c) = self.fresh(gfid) {
+            tracing::trace!(%gfid, "open answered from held content");
+            self.stats.opens_served.fetch_add(1, Ordering::Relaxed);
+            self.answer_open(loc, &fd, xdata, c);
+            return Ok(());
+        }
+        if self.fetchable(gfid) {
+            let mut x = Xdata::new();
+            x.set_u64(WANT_KEY, self.cfg.max_file_size);
+            match self.child()?.lookup(cx, Loc::inode(gfid), x).await {
+                Ok(mut e) if e.iatt.gfid == gfid => {
+                    let content = e.xdata.remove(CONTENT_KEY);
+                    if let Some(c) = self.learn(&e.iatt, content) {
+                        tracing::trace!(%gfid, "open answered by fetching the file");
+                        self.stats.opens_fetched.fetch_add(1, Ordering::Relaxed);
+                        self.answer_open(loc, &fd, xdata, c);
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                // The open below would fail the same way.
+                Err(e) if e.errno == libc::ENOENT || e.errno == libc::ESTALE => {
+                    self.invalidate(gfid);
+                    return Err(e);
+                }
+                Err(_) => {}
+            }
+        }
+        self.child()?.open(cx, loc, flags, fd, xdata).await
+    }
+
+    async fn read(
+        &self,
+        cx: &Cx,
+        fd: Fd,
+        offset: u64,
+        size: u32,
+        xdata: Xdata,
+    ) -> FopResult<Payload> {
+        if let Some(q) = fd.ctx::<QrFd>(FD_KEY)
+            && !q.opened.load(Ordering::Acquire)
+            && q.content.fresh(self.cfg.timeout)
+        {
+            self.stats.reads_served.fetch_add(1, Ordering::Relaxed);
+            let data = &q.content.data;
+            let len = data.len() as u64;
+            let start = offset.min(len);
+            let end = offset.saturating_add(u64::from(size)).min(len);
+            return Ok(Payload::new(data.slice(start as usize..end as usize)));
+        }
+        self.open_behind(cx, &fd).await?;
+        self.child()?.read(cx, fd, offset, size, xdata).await
+    }
+
+    async fn write(
+        &self,
+        cx: &Cx,
+        fd: Fd,
+        offset: u64,
+        data: Payload,
+        xdata: Xdata,
+    ) -> FopResult<Iatt> {
+        self.invalidate(fd.gfid());
+        self.open_behind(cx, &fd).await?;
+        let r = self
+            .child()?
+            .write(cx, fd.clone(), offset, data, xdata)
+            .await;
+        // A read racing the write may have fetched the old content meanwhile.
+        self.invalidate(fd.gfid());
+        if let Ok(ia) = &r {
+            self.note_size(ia);
+        }
+        r
+    }
+
+    async fn flush(&self, cx: &Cx, fd: Fd, xdata: Xdata) -> FopResult<()> {
+        if Self::held_here(&fd) {
+            return Ok(());
+        }
+        self.child()?.flush(cx, fd, xdata).await
+    }
+
+    async fn release(&self, cx: &Cx, fd: Fd) -> FopResult<()> {
+        if let Some(q) = fd.take_ctx::<QrFd>(FD_KEY) {
+            // Whoever opens it below holds `opening`; wait for that to finish.
+            let _g = q.opening.lock().await;
+            if !q.opened.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+        self.child()?.release(cx, fd).await
+    }
+
+    async fn fsync(&self, cx: &Cx, fd: Fd, datasync: bool, xdata: Xdata) -> FopResult<()> {
+        self.open_behind(cx, &fd).await?;
+        self.child()?.fsync(cx, fd, datasync, xdata).await
+    }
+
+    async fn stat(&self, cx: &Cx, target: Target, xdata: Xdata) -> FopResult<Iatt> {
+        // fstat(2) of a descriptor answered here (every `read a whole file` does one) asks
+        // by inode instead: same answer, no open below.
+        let target = match target {
+            Target::Fd(fd) if Self::held_here(&fd) => Target::Loc(Loc::inode(fd.gfid())),
+            t => t,
+        };
+        self.child()?.stat(cx, target, xdata).await
+    }
+
+    async fn setattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        attr: SetAttr,
+        xdata: Xdata,
+    ) -> FopResult<Iatt> {
+        if let Some(g) = target.gfid() {
+            self.invalidate(g);
+        }
+        self.target_behind(cx, &target).await?;
+        let ia = self.child()?.setattr(cx, target, attr, xdata).await?;
+        self.invalidate(ia.gfid);
+        self.note_size(&ia);
+        Ok(ia)
+    }
+
+    async fn truncate(&self, cx: &Cx, target: Target, size: u64, xdata: Xdata) -> FopResult<Iatt> {
+        if let Some(g) = target.gfid() {
+            self.invalidate(g);
+        }
+        self.target_behind(cx, &target).await?;
+        let ia = self.child()?.truncate(cx, target, size, xdata).await?;
+        self.invalidate(ia.gfid);
+        self.note_size(&ia);
+        Ok(ia)
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx,
+        loc: Loc,
+        flags: i32,
+        mode: u32,
+        umask: u32,
+        fd: Fd,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        let e = self
+            .child()?
+            .create(cx, loc, flags, mode, umask, fd, xdata)
+            .await?;
+        // Without O_EXCL an existing file may have been opened and emptied.
+        self.invalidate(e.iatt.gfid);
+        self.note_size(&e.iatt);
+        Ok(e)
+    }
+
+    async fn fallocate(
+        &self,
+        cx: &Cx,
+        fd: Fd,
+        mode: i32,
+        offset: u64,
+        len: u64,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        self.invalidate(fd.gfid());
+        self.open_behind(cx, &fd).await?;
+        let r = self
+            .child()?
+            .fallocate(cx, fd.clone(), mode, offset, len, xdata)
+            .await;
+        self.invalidate(fd.gfid());
+        r
+    }
+
+    async fn lseek(
+        &self,
+        cx: &Cx,
+        fd: Fd,
+        offset: u64,
+        whence: Whence,
+        xdata: Xdata,
+    ) -> FopResult<u64> {
+        self.open_behind(cx, &fd).await?;
+        self.child()?.lseek(cx, fd, offset, whence, xdata).await
+    }
+
+    async fn setxattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        xattrs: Xdata,
+        flags: i32,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        self.target_behind(cx, &target).await?;
+        self.child()?
+            .setxattr(cx, target, xattrs, flags, xdata)
+            .await
+    }
+
+    async fn getxattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        name: Option<String>,
+        xdata: Xdata,
+    ) -> FopResult<Xdata> {
+        let target = match target {
+            Target::Fd(fd) if Self::held_here(&fd) => Target::Loc(Loc::inode(fd.gfid())),
+            t => t,
+        };
+        self.child()?.getxattr(cx, target, name, xdata).await
+    }
+
+    async fn removexattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        name: String,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        self.target_behind(cx, &target).await?;
+        self.child()?.removexattr(cx, target, name, xdata).await
+    }
+
+    async fn xattrop(
+        &self,
+        cx: &Cx,
+        target: Target,
+        op: XattropOp,
+        xattrs: Xdata,
+        xdata: Xdata,
+    ) -> FopResult<Xdata> {
+        self.target_behind(cx, &target).await?;
+        self.child()?.xattrop(cx, target, op, xattrs, xdata).await
+    }
+
+    async fn inodelk(
+        &self,
+        cx: &Cx,
+        domain: String,
+        target: Target,
+        wait: LockWait,
+        lock: Flock,
+        xdata: Xdata,
+    ) -> FopResult<()> {
+        self.target_behind(cx, &target).await?;
+        self.child()?
+            .inodelk(cx, domain, target, wait, lock, xdata)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
