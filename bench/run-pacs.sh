@@ -53,6 +53,16 @@ if wants cairn; then
   remount="umount $cmnt && $bin/cairn mount $CAIRN_NET.1:$CAIRN_PORT:/pacs $cmnt \
 -o backup-volfile-servers=$CAIRN_NET.2:$CAIRN_NET.3,volfile-server-port=$CAIRN_PORT --log-file $CAIRN_RUN/mount.log"
   pacs cairn "cairn replica 3" "$cmnt" "$remount"
+  # Peak resident memory: each brick over the whole run, the client over its last mount
+  # (the cold phases after the last remount).
+  {
+    for pid in $(pgrep -f "$bin/cairn-brickd"); do
+      echo "brick pid $pid: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status) peak RSS"
+    done
+    for pid in $(pgrep -f "$bin/cairn .*mount.*$cmnt"); do
+      echo "FUSE client pid $pid: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status) peak RSS"
+    done
+  } | tee "$out/cairn-memory.txt"
   CAIRN_PROFILE=release scripts/cluster down >/dev/null
 fi
 

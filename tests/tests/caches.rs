@@ -125,3 +125,30 @@ fn the_writers_own_mount_never_reads_data_older_than_its_last_close() {
         );
     }
 }
+
+#[test]
+fn a_series_read_in_order_on_one_mount_sees_an_image_another_mount_rewrote() {
+    let m = TwoMounts::start(&[]);
+    fs::create_dir(m.on_a("series")).unwrap();
+    let size = 57 * 1024;
+    let name = |i: u64| format!("series/IM-{i:04}.dcm");
+    for i in 1..=20 {
+        fs::write(m.on_a(&name(i)), version(i, size)).unwrap();
+    }
+    // b starts reading in order: the images after the fifth are fetched ahead.
+    for i in 1..=5 {
+        assert!(fs::read(m.on_b(&name(i))).unwrap() == version(i, size));
+    }
+    // a rewrites images b has fetched ahead, then b reads on past the cache timeout.
+    for i in [7, 8, 12] {
+        fs::write(m.on_a(&name(i)), version(100 + i, size)).unwrap();
+    }
+    std::thread::sleep(TTL + Duration::from_millis(200));
+    for i in 6..=20 {
+        let want = if [7, 8, 12].contains(&i) { 100 + i } else { i };
+        assert!(
+            fs::read(m.on_b(&name(i))).unwrap() == version(want, size),
+            "image {i}: b read an old version"
+        );
+    }
+}

@@ -87,6 +87,12 @@ const OPTIONS: &[OptionSpec] = &[
         doc: "How long fetched content may serve opens and reads before the bricks are asked again.",
     },
     OptionSpec {
+        key: "read-ahead",
+        kind: OptionKind::Int { min: 0, max: 64 },
+        default: Some("8"),
+        doc: "When names of one directory are looked up in numbered order (IM-0001, IM-0002, ...), fetch this many next ones ahead, content included (0: never).",
+    },
+    OptionSpec {
         key: "cache-size",
         kind: OptionKind::Size {
             min: 0,
@@ -117,6 +123,8 @@ fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
         max_file_size: o.size("max-file-size").map_err(|e| e.to_string())?,
         timeout: o.duration("cache-timeout").map_err(|e| e.to_string())?,
         cache_size: o.size("cache-size").map_err(|e| e.to_string())?,
+        read_ahead: u32::try_from(o.int("read-ahead").map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?,
     };
     Ok(Arc::new(QuickRead::new(ctx.name, ctx.children, cfg)))
 }
@@ -132,6 +140,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Most bytes held.
     pub cache_size: u64,
+    /// Numbered names fetched ahead of a reader going through them in order.
+    pub read_ahead: u32,
 }
 
 /// A file's content, as one brick read it.
@@ -224,6 +234,86 @@ struct QrFd {
     opening: tokio::sync::Mutex<()>,
 }
 
+/// Entries read ahead, and lookups in flight, kept before the tables are cleared.
+const AHEAD_MAX: usize = 4096;
+/// Read-ahead lookups in flight at most, over all directories.
+const AHEAD_INFLIGHT_MAX: usize = 64;
+
+/// A name with a number in it: `IM-0042.dcm` is `IM-`, 42 (4 digits), `.dcm`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Numbered {
+    prefix: String,
+    number: u64,
+    width: usize,
+    suffix: String,
+}
+
+impl Numbered {
+    /// The last run of digits in `name` (at most 18 of them).
+    fn parse(name: &str) -> Option<Numbered> {
+        let b = name.as_bytes();
+        let end = b.iter().rposition(u8::is_ascii_digit)? + 1;
+        let start = b[..end]
+            .iter()
+            .rposition(|c| !c.is_ascii_digit())
+            .map_or(0, |i| i + 1);
+        let digits = name.get(start..end)?;
+        if digits.len() > 18 {
+            return None;
+        }
+        Some(Numbered {
+            prefix: name.get(..start)?.to_string(),
+            number: digits.parse().ok()?,
+            width: digits.len(),
+            suffix: name.get(end..)?.to_string(),
+        })
+    }
+
+    fn follows(&self, prev: &Numbered) -> bool {
+        self.prefix == prev.prefix
+            && self.suffix == prev.suffix
+            && self.width == prev.width
+            && self.number == prev.number.wrapping_add(1)
+    }
+
+    /// The name `k` further on, or `None` past the width.
+    fn plus(&self, k: u64) -> Option<String> {
+        let n = self.number.checked_add(k)?;
+        let text = format!("{n:0w$}", w = self.width);
+        (text.len() == self.width).then(|| format!("{}{text}{}", self.prefix, self.suffix))
+    }
+}
+
+/// Series read-ahead state.
+#[derive(Default)]
+struct Ahead {
+    /// Per directory, the last numbered name looked up.
+    last: HashMap<Gfid, Numbered>,
+    /// What read-ahead found: (directory, name) → attributes and when.
+    entries: HashMap<(Gfid, String), (Iatt, Instant)>,
+    /// The names of those entries by gfid, to drop them when the file changes.
+    by_gfid: HashMap<Gfid, (Gfid, String)>,
+    /// Lookups in flight.
+    inflight: std::collections::HashSet<(Gfid, String)>,
+    /// Bumped by every name change through this graph: a read-ahead that started before
+    /// one keeps nothing it found.
+    generation: u64,
+}
+
+impl Ahead {
+    fn forget_name(&mut self, parent: Gfid, name: &str) {
+        if let Some((ia, _)) = self.entries.remove(&(parent, name.to_string())) {
+            self.by_gfid.remove(&ia.gfid);
+        }
+    }
+
+    fn forget_gfid(&mut self, gfid: Gfid) {
+        if let Some(key) = self.by_gfid.remove(&gfid) {
+            self.entries.remove(&key);
+        }
+    }
+}
+
 /// What [`QuickRead::counters`] reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -237,6 +327,10 @@ pub struct Counters {
     pub opened_behind: u64,
     /// Content dropped because a change or a lookup showed it was old.
     pub invalidated: u64,
+    /// Files fetched ahead of a reader (series read-ahead).
+    pub read_ahead: u64,
+    /// Lookups answered from what read-ahead fetched.
+    pub lookups_served: u64,
     /// Content bytes held now.
     pub bytes: u64,
     /// Files whose content is held now.
@@ -250,14 +344,22 @@ struct Stats {
     reads_served: std::sync::atomic::AtomicU64,
     opened_behind: std::sync::atomic::AtomicU64,
     invalidated: std::sync::atomic::AtomicU64,
+    read_ahead: std::sync::atomic::AtomicU64,
+    lookups_served: std::sync::atomic::AtomicU64,
 }
 
 /// The `performance/quick-read` translator. See the [module documentation](self).
 pub struct QuickRead {
     base: XlatorBase,
+    s: Arc<Shared>,
+}
+
+/// What the translator and its read-ahead tasks share.
+struct Shared {
     cfg: Config,
     cache: Mutex<Cache>,
     stats: Stats,
+    ahead: Mutex<Ahead>,
 }
 
 /// Cairn's own work (heal, rebalance, scrub: pid 0) always reads the bricks: it must see
@@ -275,26 +377,32 @@ impl QuickRead {
     pub fn new(name: &str, children: Vec<XlatorRef>, cfg: Config) -> QuickRead {
         QuickRead {
             base: XlatorBase::new(name, TYPE.decl.type_name, children),
-            cfg,
-            cache: Mutex::new(Cache::default()),
-            stats: Stats::default(),
+            s: Arc::new(Shared {
+                cfg,
+                cache: Mutex::new(Cache::default()),
+                stats: Stats::default(),
+                ahead: Mutex::new(Ahead::default()),
+            }),
         }
     }
 
     /// What it has done so far, and what it holds.
     pub fn counters(&self) -> Counters {
         let (bytes, files) = self
+            .s
             .cache
             .lock()
             .map(|c| (c.bytes, c.files.len() as u64))
             .unwrap_or_default();
-        let s = &self.stats;
+        let s = &self.s.stats;
         Counters {
             opens_served: s.opens_served.load(Ordering::Relaxed),
             opens_fetched: s.opens_fetched.load(Ordering::Relaxed),
             reads_served: s.reads_served.load(Ordering::Relaxed),
             opened_behind: s.opened_behind.load(Ordering::Relaxed),
             invalidated: s.invalidated.load(Ordering::Relaxed),
+            read_ahead: s.read_ahead.load(Ordering::Relaxed),
+            lookups_served: s.lookups_served.load(Ordering::Relaxed),
             bytes,
             files,
         }
@@ -303,7 +411,9 @@ impl QuickRead {
     fn child(&self) -> FopResult<&XlatorRef> {
         self.base.child()
     }
+}
 
+impl Shared {
     /// Takes in what a lookup reply says about a file: its size, and its content if it
     /// came along. Returns the content when it was kept.
     fn learn(&self, ia: &Iatt, content: Option<Vec<u8>>) -> Option<Arc<Content>> {
@@ -353,11 +463,110 @@ impl QuickRead {
 
     /// A change through this graph: the content held for `gfid` is wrong from now on.
     fn invalidate(&self, gfid: Gfid) {
+        if let Ok(mut a) = self.ahead.lock() {
+            a.forget_gfid(gfid);
+        }
         if let Ok(mut cache) = self.cache.lock()
             && let Some(c) = cache.remove(gfid)
         {
             c.stale.store(true, Ordering::Release);
             self.stats.invalidated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A name of `parent` changed through this graph (created, removed, renamed).
+    fn name_changed(&self, parent: Option<Gfid>, name: Option<&str>) {
+        if let (Some(p), Some(n)) = (parent, name)
+            && let Ok(mut a) = self.ahead.lock()
+        {
+            a.generation += 1;
+            a.forget_name(p, n);
+        }
+    }
+
+    /// The entry read-ahead fetched for `name` in `parent`, if still fresh (taken: each
+    /// serves one lookup).
+    fn take_ahead(&self, parent: Gfid, name: &str) -> Option<Iatt> {
+        let mut a = self.ahead.lock().ok()?;
+        let (ia, at) = a.entries.remove(&(parent, name.to_string()))?;
+        a.by_gfid.remove(&ia.gfid);
+        (at.elapsed() < self.cfg.timeout).then_some(ia)
+    }
+
+    /// Called after `name` of `parent` was looked up: when it follows the directory's last
+    /// looked-up name in number, the next `read-ahead` names are fetched in the background.
+    fn read_ahead(self: &Arc<Self>, child: &XlatorRef, cx: &Cx, parent: Gfid, name: &str) {
+        let k = u64::from(self.cfg.read_ahead);
+        if k == 0 || self.cfg.timeout.is_zero() {
+            return;
+        }
+        let Some(this) = Numbered::parse(name) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        let generation;
+        {
+            let Ok(mut a) = self.ahead.lock() else {
+                return;
+            };
+            if a.last.len() >= AHEAD_MAX {
+                a.last.clear();
+            }
+            generation = a.generation;
+            let sequential = a.last.get(&parent).is_some_and(|prev| this.follows(prev));
+            a.last.insert(parent, this.clone());
+            if !sequential {
+                return;
+            }
+            if a.entries.len() >= AHEAD_MAX {
+                a.entries.clear();
+                a.by_gfid.clear();
+            }
+            for i in 1..=k {
+                let Some(next) = this.plus(i) else { break };
+                let key = (parent, next);
+                if a.inflight.len() >= AHEAD_INFLIGHT_MAX {
+                    break;
+                }
+                if a.entries.contains_key(&key) || a.inflight.contains(&key) {
+                    continue;
+                }
+                a.inflight.insert(key.clone());
+                wanted.push(key.1);
+            }
+        }
+        let want = self.cfg.lookup_size.max(self.cfg.max_file_size);
+        for next in wanted {
+            let (s, child, cx) = (Arc::clone(self), Arc::clone(child), cx.clone());
+            rt.spawn(async move {
+                let mut x = Xdata::new();
+                if want > 0 {
+                    x.set_u64(WANT_KEY, want);
+                }
+                let r = child.lookup(&cx, Loc::entry(parent, next.clone()), x).await;
+                let found = match r {
+                    Ok(mut e) if e.iatt.kind == FileKind::File => {
+                        let content = e.xdata.remove(CONTENT_KEY);
+                        s.learn(&e.iatt, content);
+                        s.stats.read_ahead.fetch_add(1, Ordering::Relaxed);
+                        Some(e.iatt)
+                    }
+                    _ => None,
+                };
+                if let Ok(mut a) = s.ahead.lock() {
+                    let key = (parent, next);
+                    a.inflight.remove(&key);
+                    if let Some(ia) = found
+                        && a.generation == generation
+                    {
+                        a.by_gfid.insert(ia.gfid, key.clone());
+                        a.entries.insert(key, (ia, Instant::now()));
+                    }
+                }
+            });
         }
     }
 
@@ -378,7 +587,9 @@ impl QuickRead {
                 .and_then(|c| c.sizes.get(&gfid).copied())
                 .is_some_and(|s| s > 0 && s <= max)
     }
+}
 
+impl QuickRead {
     /// Makes sure `fd` is open below (it may have been answered here), before a call that
     /// needs it to be.
     async fn open_behind(&self, cx: &Cx, fd: &Fd) -> FopResult<()> {
@@ -397,7 +608,7 @@ impl QuickRead {
             .await?;
         q.opened.store(true, Ordering::Release);
         tracing::trace!(gfid = %fd.gfid(), "opened behind");
-        self.stats.opened_behind.fetch_add(1, Ordering::Relaxed);
+        self.s.stats.opened_behind.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -436,10 +647,25 @@ impl Translator for QuickRead {
 
     async fn lookup(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<Entry> {
         // A caller above that asked for content itself gets it as it came.
-        let ours = self.cfg.lookup_size > 0 && !internal(cx) && !xdata.contains(WANT_KEY);
+        let ours = self.s.cfg.lookup_size > 0 && !internal(cx) && !xdata.contains(WANT_KEY);
         let mut x = xdata;
         if ours {
-            x.set_u64(WANT_KEY, self.cfg.lookup_size);
+            x.set_u64(WANT_KEY, self.s.cfg.lookup_size);
+        }
+        // A plain lookup by name (what FUSE and NFS send) may be answered from read-ahead.
+        let named = match (loc.parent, loc.name.as_deref()) {
+            (Some(p), Some(n)) if ours && x.0.len() == 1 => Some((p, n.to_string())),
+            _ => None,
+        };
+        if let Some((p, n)) = &named
+            && let Some(iatt) = self.s.take_ahead(*p, n)
+        {
+            self.s.stats.lookups_served.fetch_add(1, Ordering::Relaxed);
+            self.s.read_ahead(self.child()?, cx, *p, n);
+            return Ok(Entry {
+                iatt,
+                xdata: Xdata::new(),
+            });
         }
         let mut e = self.child()?.lookup(cx, loc, x).await?;
         let content = if ours {
@@ -447,34 +673,39 @@ impl Translator for QuickRead {
         } else {
             None
         };
-        self.learn(&e.iatt, content);
+        self.s.learn(&e.iatt, content);
+        if let Some((p, n)) = &named
+            && e.iatt.kind == FileKind::File
+        {
+            self.s.read_ahead(self.child()?, cx, *p, n);
+        }
         Ok(e)
     }
 
     async fn open(&self, cx: &Cx, loc: Loc, flags: i32, fd: Fd, xdata: Xdata) -> FopResult<()> {
         let gfid = fd.gfid();
         if !read_only(flags) {
-            self.invalidate(gfid);
+            self.s.invalidate(gfid);
             return self.child()?.open(cx, loc, flags, fd, xdata).await;
         }
         if internal(cx) {
             return self.child()?.open(cx, loc, flags, fd, xdata).await;
         }
-        if let Some(c) = self.fresh(gfid) {
+        if let Some(c) = self.s.fresh(gfid) {
             tracing::trace!(%gfid, "open answered from held content");
-            self.stats.opens_served.fetch_add(1, Ordering::Relaxed);
+            self.s.stats.opens_served.fetch_add(1, Ordering::Relaxed);
             self.answer_open(loc, &fd, xdata, c);
             return Ok(());
         }
-        if self.fetchable(gfid) {
+        if self.s.fetchable(gfid) {
             let mut x = Xdata::new();
-            x.set_u64(WANT_KEY, self.cfg.max_file_size);
+            x.set_u64(WANT_KEY, self.s.cfg.max_file_size);
             match self.child()?.lookup(cx, Loc::inode(gfid), x).await {
                 Ok(mut e) if e.iatt.gfid == gfid => {
                     let content = e.xdata.remove(CONTENT_KEY);
-                    if let Some(c) = self.learn(&e.iatt, content) {
+                    if let Some(c) = self.s.learn(&e.iatt, content) {
                         tracing::trace!(%gfid, "open answered by fetching the file");
-                        self.stats.opens_fetched.fetch_add(1, Ordering::Relaxed);
+                        self.s.stats.opens_fetched.fetch_add(1, Ordering::Relaxed);
                         self.answer_open(loc, &fd, xdata, c);
                         return Ok(());
                     }
@@ -482,7 +713,7 @@ impl Translator for QuickRead {
                 Ok(_) => {}
                 // The open below would fail the same way.
                 Err(e) if e.errno == libc::ENOENT || e.errno == libc::ESTALE => {
-                    self.invalidate(gfid);
+                    self.s.invalidate(gfid);
                     return Err(e);
                 }
                 Err(_) => {}
@@ -501,9 +732,9 @@ impl Translator for QuickRead {
     ) -> FopResult<Payload> {
         if let Some(q) = fd.ctx::<QrFd>(FD_KEY)
             && !q.opened.load(Ordering::Acquire)
-            && q.content.fresh(self.cfg.timeout)
+            && q.content.fresh(self.s.cfg.timeout)
         {
-            self.stats.reads_served.fetch_add(1, Ordering::Relaxed);
+            self.s.stats.reads_served.fetch_add(1, Ordering::Relaxed);
             let data = &q.content.data;
             let len = data.len() as u64;
             let start = offset.min(len);
@@ -522,16 +753,16 @@ impl Translator for QuickRead {
         data: Payload,
         xdata: Xdata,
     ) -> FopResult<Iatt> {
-        self.invalidate(fd.gfid());
+        self.s.invalidate(fd.gfid());
         self.open_behind(cx, &fd).await?;
         let r = self
             .child()?
             .write(cx, fd.clone(), offset, data, xdata)
             .await;
         // A read racing the write may have fetched the old content meanwhile.
-        self.invalidate(fd.gfid());
+        self.s.invalidate(fd.gfid());
         if let Ok(ia) = &r {
-            self.note_size(ia);
+            self.s.note_size(ia);
         }
         r
     }
@@ -577,23 +808,23 @@ impl Translator for QuickRead {
         xdata: Xdata,
     ) -> FopResult<Iatt> {
         if let Some(g) = target.gfid() {
-            self.invalidate(g);
+            self.s.invalidate(g);
         }
         self.target_behind(cx, &target).await?;
         let ia = self.child()?.setattr(cx, target, attr, xdata).await?;
-        self.invalidate(ia.gfid);
-        self.note_size(&ia);
+        self.s.invalidate(ia.gfid);
+        self.s.note_size(&ia);
         Ok(ia)
     }
 
     async fn truncate(&self, cx: &Cx, target: Target, size: u64, xdata: Xdata) -> FopResult<Iatt> {
         if let Some(g) = target.gfid() {
-            self.invalidate(g);
+            self.s.invalidate(g);
         }
         self.target_behind(cx, &target).await?;
         let ia = self.child()?.truncate(cx, target, size, xdata).await?;
-        self.invalidate(ia.gfid);
-        self.note_size(&ia);
+        self.s.invalidate(ia.gfid);
+        self.s.note_size(&ia);
         Ok(ia)
     }
 
@@ -607,14 +838,106 @@ impl Translator for QuickRead {
         fd: Fd,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        let e = self
+        self.s.name_changed(loc.parent, loc.name.as_deref());
+        let (p, n) = (loc.parent, loc.name.clone());
+        let r = self
             .child()?
             .create(cx, loc, flags, mode, umask, fd, xdata)
-            .await?;
+            .await;
+        self.s.name_changed(p, n.as_deref());
+        let e = r?;
         // Without O_EXCL an existing file may have been opened and emptied.
-        self.invalidate(e.iatt.gfid);
-        self.note_size(&e.iatt);
+        self.s.invalidate(e.iatt.gfid);
+        self.s.note_size(&e.iatt);
         Ok(e)
+    }
+
+    async fn mknod(
+        &self,
+        cx: &Cx,
+        loc: Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        self.s.name_changed(loc.parent, loc.name.as_deref());
+        let (p, n) = (loc.parent, loc.name.clone());
+        let r = self.child()?.mknod(cx, loc, mode, rdev, umask, xdata).await;
+        self.s.name_changed(p, n.as_deref());
+        r
+    }
+
+    async fn mkdir(
+        &self,
+        cx: &Cx,
+        loc: Loc,
+        mode: u32,
+        umask: u32,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        self.s.name_changed(loc.parent, loc.name.as_deref());
+        let (p, n) = (loc.parent, loc.name.clone());
+        let r = self.child()?.mkdir(cx, loc, mode, umask, xdata).await;
+        self.s.name_changed(p, n.as_deref());
+        r
+    }
+
+    async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
+        self.s.name_changed(loc.parent, loc.name.as_deref());
+        let (p, n) = (loc.parent, loc.name.clone());
+        let r = self.child()?.unlink(cx, loc, xdata).await;
+        self.s.name_changed(p, n.as_deref());
+        r
+    }
+
+    async fn rmdir(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
+        self.s.name_changed(loc.parent, loc.name.as_deref());
+        let (p, n) = (loc.parent, loc.name.clone());
+        let r = self.child()?.rmdir(cx, loc, xdata).await;
+        self.s.name_changed(p, n.as_deref());
+        r
+    }
+
+    async fn symlink(
+        &self,
+        cx: &Cx,
+        link_target: String,
+        loc: Loc,
+        umask: u32,
+        xdata: Xdata,
+    ) -> FopResult<Entry> {
+        self.s.name_changed(loc.parent, loc.name.as_deref());
+        let (p, n) = (loc.parent, loc.name.clone());
+        let r = self
+            .child()?
+            .symlink(cx, link_target, loc, umask, xdata)
+            .await;
+        self.s.name_changed(p, n.as_deref());
+        r
+    }
+
+    async fn rename(&self, cx: &Cx, old: Loc, new: Loc, flags: u32, xdata: Xdata) -> FopResult<()> {
+        let names = [
+            (old.parent, old.name.clone()),
+            (new.parent, new.name.clone()),
+        ];
+        for (p, n) in &names {
+            self.s.name_changed(*p, n.as_deref());
+        }
+        let r = self.child()?.rename(cx, old, new, flags, xdata).await;
+        for (p, n) in &names {
+            self.s.name_changed(*p, n.as_deref());
+        }
+        r
+    }
+
+    async fn link(&self, cx: &Cx, old: Loc, new: Loc, xdata: Xdata) -> FopResult<Entry> {
+        self.s.name_changed(new.parent, new.name.as_deref());
+        let (p, n) = (new.parent, new.name.clone());
+        let r = self.child()?.link(cx, old, new, xdata).await;
+        self.s.name_changed(p, n.as_deref());
+        r
     }
 
     async fn fallocate(
@@ -626,13 +949,13 @@ impl Translator for QuickRead {
         len: u64,
         xdata: Xdata,
     ) -> FopResult<()> {
-        self.invalidate(fd.gfid());
+        self.s.invalidate(fd.gfid());
         self.open_behind(cx, &fd).await?;
         let r = self
             .child()?
             .fallocate(cx, fd.clone(), mode, offset, len, xdata)
             .await;
-        self.invalidate(fd.gfid());
+        self.s.invalidate(fd.gfid());
         r
     }
 

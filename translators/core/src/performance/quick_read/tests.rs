@@ -173,6 +173,17 @@ impl Translator for Store {
         self.note("release");
         Ok(())
     }
+
+    async fn unlink(&self, _cx: &Cx, loc: Loc, _x: Xdata) -> FopResult<()> {
+        self.note("unlink");
+        let name = loc.name.unwrap_or_default();
+        self.files
+            .lock()
+            .unwrap()
+            .remove(&name)
+            .map(|_| ())
+            .ok_or_else(|| FopError::new(libc::ENOENT, "no such name"))
+    }
 }
 
 fn cfg() -> Config {
@@ -181,6 +192,7 @@ fn cfg() -> Config {
         max_file_size: 1 << 20,
         timeout: Duration::from_secs(600),
         cache_size: 128 << 20,
+        read_ahead: 8,
     }
 }
 
@@ -477,4 +489,118 @@ async fn fsync_of_a_descriptor_answered_here_opens_it_below_first() {
     qr.release(&cx(), fd).await.unwrap();
     assert_eq!(store.calls(), vec!["open", "fsync", "flush", "release"]);
     assert_eq!(qr.counters().opened_behind, 1);
+}
+
+#[test]
+fn numbered_names_parse_and_step() {
+    let n = Numbered::parse("IM-0042.dcm").unwrap();
+    assert_eq!((n.prefix.as_str(), n.number, n.width), ("IM-", 42, 4));
+    assert_eq!(n.plus(1).as_deref(), Some("IM-0043.dcm"));
+    assert_eq!(n.plus(58).as_deref(), Some("IM-0100.dcm"));
+    assert!(Numbered::parse("IM-0043.dcm").unwrap().follows(&n));
+    assert!(!Numbered::parse("IM-0044.dcm").unwrap().follows(&n));
+    assert!(!Numbered::parse("XX-0043.dcm").unwrap().follows(&n));
+    assert_eq!(Numbered::parse("IM-9999").unwrap().plus(1), None);
+    assert_eq!(Numbered::parse("report.txt"), None);
+    assert_eq!(Numbered::parse("7").unwrap().plus(2).as_deref(), Some("9"));
+}
+
+/// Waits until read-ahead fetched `n` files.
+async fn fetched_ahead(qr: &QuickRead, n: u64) {
+    for _ in 0..500 {
+        if qr.counters().read_ahead >= n {
+            // Let the tasks record their entries.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("read-ahead fetched {:?}", qr.counters());
+}
+
+fn series(store: &Store, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
+    (1..=n)
+        .map(|i| {
+            let name = format!("IM-{i:04}.dcm");
+            let body = image(size, i as u8);
+            store.put(&name, &body);
+            (name, body)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reading_a_series_in_order_fetches_the_next_images_ahead() {
+    let store = Store::new();
+    let images = series(&store, 12, 100 * 1024);
+    let qr = over(&store, cfg());
+    for (name, body) in &images[..2] {
+        assert!(&read_file(&qr, name).await == body);
+    }
+    fetched_ahead(&qr, 8).await;
+    store.calls();
+    // The next image: its lookup, open and reads are all answered in the client.
+    assert!(read_file(&qr, &images[2].0).await == images[2].1);
+    assert_eq!(store.calls(), Vec::<&str>::new());
+    assert_eq!(qr.counters().lookups_served, 1);
+    // Reading on keeps the window ahead of the reader, to the end of the series.
+    for (name, body) in &images[3..] {
+        assert!(&read_file(&qr, name).await == body, "{name}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(qr.counters().read_ahead as usize, images.len() - 2);
+}
+
+#[tokio::test]
+async fn an_image_removed_through_this_client_is_not_answered_from_read_ahead() {
+    let store = Store::new();
+    let images = series(&store, 6, 10 * 1024);
+    let qr = over(&store, cfg());
+    for (name, _) in &images[..2] {
+        read_file(&qr, name).await;
+    }
+    fetched_ahead(&qr, 4).await;
+    qr.unlink(&cx(), Loc::entry(Gfid::ROOT, &images[2].0), Xdata::new())
+        .await
+        .unwrap();
+    let e = qr
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, &images[2].0), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ENOENT);
+}
+
+#[tokio::test]
+async fn an_entry_read_ahead_longer_ago_than_the_timeout_is_looked_up_again() {
+    let store = Store::new();
+    let images = series(&store, 4, 1024);
+    let qr = over(
+        &store,
+        Config {
+            timeout: Duration::from_millis(200),
+            ..cfg()
+        },
+    );
+    for (name, _) in &images[..2] {
+        read_file(&qr, name).await;
+    }
+    fetched_ahead(&qr, 2).await;
+    // Another client rewrites the next image meanwhile.
+    store.put(&images[2].0, b"rewritten");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.calls();
+    assert_eq!(read_file(&qr, &images[2].0).await, b"rewritten");
+    assert_eq!(store.calls().first(), Some(&"lookup"));
+}
+
+#[tokio::test]
+async fn lookups_out_of_order_fetch_nothing_ahead() {
+    let store = Store::new();
+    let images = series(&store, 6, 1024);
+    let qr = over(&store, cfg());
+    for i in [4, 1, 3, 0] {
+        read_file(&qr, &images[i].0).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(qr.counters().read_ahead, 0);
 }
