@@ -1551,3 +1551,85 @@ async fn quick_read_never_serves_content_from_a_copy_that_missed_a_change() {
     );
     g2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_long_after_the_lookup_never_goes_to_a_copy_that_missed_a_change() {
+    let mut set = start_set();
+    // No heal on access: brick 0 keeps its old copy for the whole test.
+    set.volfile = set.volfile.replace(
+        "      eager-lock-idle: 200ms\n",
+        "      eager-lock-idle: 200ms\n      heal-on-access: off\n",
+    );
+    let g = client(&set).await;
+    let top = g.top();
+    put(top, Gfid::ROOT, "report", b"version 1").await.unwrap();
+    set.bricks[0].kill();
+    wait_for(Duration::from_secs(10), || {
+        !g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    let gfid = top
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "report"), Xdata::new())
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    let w = Fd::new(gfid, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_WRONLY,
+        w.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.write(
+        &cx(),
+        w.clone(),
+        0,
+        Payload::new(b"version 2".to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.release(&cx(), w).await.unwrap();
+    set.bricks[0].restart();
+    wait_for(Duration::from_secs(10), || {
+        g.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    // A reader opens the file on every copy (brick 0 included) after a lookup...
+    top.lookup(&cx(), Loc::entry(Gfid::ROOT, "report"), Xdata::new())
+        .await
+        .unwrap();
+    let r = Fd::new(gfid, libc::O_RDONLY);
+    top.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_RDONLY,
+        r.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    // ...and reads only after the client's table of verdicts was emptied (it is bounded).
+    g.node("test-replicate-0")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<cluster::afr::Afr>()
+        .unwrap()
+        .forget_verdicts();
+    let got = top
+        .read(&cx(), r.clone(), 0, 100, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.bytes().as_ref(),
+        b"version 2",
+        "read the copy that missed the write"
+    );
+    assert_eq!(fs::read(set.dirs[0].join("report")).unwrap(), b"version 1");
+    top.release(&cx(), r).await.unwrap();
+    g.stop().await;
+}

@@ -529,6 +529,14 @@ impl Afr {
         self.inodes.lock().ok()?.get(&gfid).copied()
     }
 
+    /// Forgets what lookups learnt about which copies of each file are good, as happens
+    /// when the bounded table fills up; reads judge the copies again first.
+    pub fn forget_verdicts(&self) {
+        if let Ok(mut m) = self.inodes.lock() {
+            m.clear();
+        }
+    }
+
     fn set_inode(&self, gfid: Gfid, ctx: InodeCtx) {
         if let Ok(mut m) = self.inodes.lock() {
             if m.len() >= INODE_CACHE_MAX {
@@ -635,6 +643,12 @@ impl Afr {
         among: Option<&[bool]>,
         f: impl Fn(&'a XlatorRef) -> futures::future::BoxFuture<'a, FopResult<T>> + Send + Sync,
     ) -> FopResult<T> {
+        if gfid != Gfid::NULL && self.inode(gfid).is_none() {
+            // What a lookup learnt about which copies are good is gone (the table is
+            // bounded, and a client may read through an fd long after its lookup): judge
+            // the copies again rather than read one nobody judged.
+            let _ = Translator::lookup(self, &Cx::internal(), Loc::inode(gfid), Xdata::new()).await;
+        }
         let mut last = None;
         for i in self.read_order(gfid, among)? {
             let Some(c) = self.children.get(i) else {
