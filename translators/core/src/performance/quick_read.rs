@@ -619,6 +619,20 @@ impl QuickRead {
         }
     }
 
+    /// Runs `call`, a change of name `name` in `parent`, with read-ahead told before and
+    /// after (so no read-ahead that overlaps it keeps what it found).
+    async fn naming<T>(
+        &self,
+        parent: Option<Gfid>,
+        name: Option<String>,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.s.name_changed(parent, name.as_deref());
+        let r = call.await;
+        self.s.name_changed(parent, name.as_deref());
+        r
+    }
+
     /// Serves an open from `content`: the descriptor stays here until something needs it
     /// below.
     fn answer_open(&self, loc: Loc, fd: &Fd, xdata: Xdata, content: Arc<Content>) {
@@ -861,11 +875,9 @@ impl Translator for QuickRead {
         umask: u32,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.s.name_changed(loc.parent, loc.name.as_deref());
         let (p, n) = (loc.parent, loc.name.clone());
-        let r = self.child()?.mknod(cx, loc, mode, rdev, umask, xdata).await;
-        self.s.name_changed(p, n.as_deref());
-        r
+        self.naming(p, n, self.child()?.mknod(cx, loc, mode, rdev, umask, xdata))
+            .await
     }
 
     async fn mkdir(
@@ -876,27 +888,20 @@ impl Translator for QuickRead {
         umask: u32,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.s.name_changed(loc.parent, loc.name.as_deref());
         let (p, n) = (loc.parent, loc.name.clone());
-        let r = self.child()?.mkdir(cx, loc, mode, umask, xdata).await;
-        self.s.name_changed(p, n.as_deref());
-        r
+        self.naming(p, n, self.child()?.mkdir(cx, loc, mode, umask, xdata))
+            .await
     }
 
     async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
-        self.s.name_changed(loc.parent, loc.name.as_deref());
         let (p, n) = (loc.parent, loc.name.clone());
-        let r = self.child()?.unlink(cx, loc, xdata).await;
-        self.s.name_changed(p, n.as_deref());
-        r
+        self.naming(p, n, self.child()?.unlink(cx, loc, xdata))
+            .await
     }
 
     async fn rmdir(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
-        self.s.name_changed(loc.parent, loc.name.as_deref());
         let (p, n) = (loc.parent, loc.name.clone());
-        let r = self.child()?.rmdir(cx, loc, xdata).await;
-        self.s.name_changed(p, n.as_deref());
-        r
+        self.naming(p, n, self.child()?.rmdir(cx, loc, xdata)).await
     }
 
     async fn symlink(
@@ -907,14 +912,13 @@ impl Translator for QuickRead {
         umask: u32,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.s.name_changed(loc.parent, loc.name.as_deref());
         let (p, n) = (loc.parent, loc.name.clone());
-        let r = self
-            .child()?
-            .symlink(cx, link_target, loc, umask, xdata)
-            .await;
-        self.s.name_changed(p, n.as_deref());
-        r
+        self.naming(
+            p,
+            n,
+            self.child()?.symlink(cx, link_target, loc, umask, xdata),
+        )
+        .await
     }
 
     async fn rename(&self, cx: &Cx, old: Loc, new: Loc, flags: u32, xdata: Xdata) -> FopResult<()> {
@@ -933,11 +937,9 @@ impl Translator for QuickRead {
     }
 
     async fn link(&self, cx: &Cx, old: Loc, new: Loc, xdata: Xdata) -> FopResult<Entry> {
-        self.s.name_changed(new.parent, new.name.as_deref());
         let (p, n) = (new.parent, new.name.clone());
-        let r = self.child()?.link(cx, old, new, xdata).await;
-        self.s.name_changed(p, n.as_deref());
-        r
+        self.naming(p, n, self.child()?.link(cx, old, new, xdata))
+            .await
     }
 
     async fn fallocate(
