@@ -32,6 +32,8 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Time allowed for one node to stage or commit.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a commit that starts bricks waits for them to listen (within PHASE_TIMEOUT).
+const BRICK_LISTEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The transaction holding this node's lock.
 #[derive(Clone, Debug)]
@@ -128,8 +130,32 @@ impl Daemon {
             Op::StartVolume { .. } | Op::StopVolume { .. } | Op::SetOptions { .. }
         ) {
             tokio::task::block_in_place(|| self.supervisor.reconcile(|| self.wanted_bricks()));
+            self.wait_bricks_listening(BRICK_LISTEN_WAIT).await;
         }
         Ok(())
+    }
+
+    /// Waits until every running local brick accepts connections, so that a `volume start`
+    /// that returns success is followed by a status showing its bricks online. A brick
+    /// that does not listen within `limit` (a crash loop, a full disk) is left to `volume
+    /// status` to report.
+    async fn wait_bricks_listening(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let waiting = self
+                .local_brick_status(false, false)
+                .await
+                .into_iter()
+                .filter(|b| b.pid.is_some() && !b.online)
+                .count();
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                if waiting > 0 {
+                    tracing::warn!(waiting, "bricks not yet accepting connections");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Calls `path` on `node` with `body` (locally when it is this node).

@@ -1105,8 +1105,43 @@ fn rebalance_moves_files_online_keeps_every_write_and_resumes_after_a_restart() 
         "the directory's layout is settled"
     );
     assert_eq!(fs::read(mnt.join("s/t/deep")).unwrap(), b"deep");
-    let listed = fs::read_dir(mnt.join("s")).unwrap().count();
-    assert_eq!(listed, n + 1, "each name listed once");
+    let mut listed: Vec<String> = fs::read_dir(mnt.join("s"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+    want.push("t".into());
+    want.sort();
+    if listed != want {
+        // Say which names went wrong and what every brick holds for them.
+        let odd: Vec<String> = want
+            .iter()
+            .filter(|w| listed.iter().filter(|l| l == w).count() != 1)
+            .map(|w| {
+                let copies: Vec<String> = sets
+                    .iter()
+                    .flatten()
+                    .map(|b| {
+                        let f = Path::new(b.split_once(':').unwrap().1).join("s").join(w);
+                        match fs::metadata(&f) {
+                            Ok(m) => format!(
+                                "{b}: mode {:o} size {}",
+                                std::os::unix::fs::PermissionsExt::mode(&m.permissions()),
+                                m.len()
+                            ),
+                            Err(e) => format!("{b}: {e}"),
+                        }
+                    })
+                    .collect();
+                format!("{w}: {copies:?}")
+            })
+            .collect();
+        panic!(
+            "each name listed once; wrong: {odd:#?}\nmount log:\n{}",
+            m.log_text()
+        );
+    }
     let listed = fs::read_dir(mnt.join("in")).unwrap().count();
     assert_eq!(listed, acked.len(), "each ingested name listed once");
     drop(m);
