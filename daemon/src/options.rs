@@ -538,6 +538,42 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "performance.md-cache",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "md-cache in the client graph: attributes and names from lookups, stats and directory listings answer repeated lookups and stats without a round trip (see the md-cache options).",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "performance.md-cache-timeout",
+        kind: OptionKind::Duration {
+            min_ms: 0,
+            max_ms: 60_000,
+        },
+        default: "1s",
+        doc: "How long kept attributes and names answer lookups and stats: a change made by another client is seen within this time (plus the FUSE attribute-timeout). Changes made through the same client are seen at once (0: keep nothing).",
+        targets: &[Target::Client {
+            xlator: "performance/md-cache",
+            key: "timeout",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "performance.md-cache-entries",
+        kind: OptionKind::Int {
+            min: 0,
+            max: 16_777_216,
+        },
+        default: "65536",
+        doc: "Most objects whose attributes one client keeps, and most names (about 250 bytes each); the oldest go first.",
+        targets: &[Target::Client {
+            xlator: "performance/md-cache",
+            key: "entries",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",

@@ -5,7 +5,8 @@
 //!
 //! Client: one `protocol/client` per brick; with `replica N` every N consecutive bricks are
 //! grouped under a `cluster/replicate`; several groups go under a `cluster/distribute`;
-//! `performance/quick-read` above that (unless `performance.quick-read off`), `debug/io-stats`
+//! `performance/quick-read` above that (unless `performance.quick-read off`), then
+//! `performance/md-cache` (unless `performance.md-cache off`), `debug/io-stats`
 //! on top. Volume options land on the translators the option table names.
 
 use std::collections::BTreeMap;
@@ -217,6 +218,20 @@ pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
         graph.push(node(
             name.clone(),
             "performance/quick-read",
+            o,
+            vec![below_stats],
+        ));
+        name
+    } else {
+        below_stats
+    };
+    let below_stats = if options::flag(&vol.options, "performance.md-cache") {
+        let name = format!("{v}-md-cache");
+        let mut o = BTreeMap::new();
+        apply_options(vol, false, "performance/md-cache", &mut o);
+        graph.push(node(
+            name.clone(),
+            "performance/md-cache",
             o,
             vec![below_stats],
         ));

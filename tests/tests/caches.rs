@@ -1,8 +1,8 @@
 //! Client caches through real FUSE mounts: what one mount writes, another sees within the
 //! configured time, and the writer's own mount never serves data older than its last close.
 //!
-//! Two mounts of one brick, each with `performance/quick-read` in its graph (as cairnd's
-//! generated client volfiles have it).
+//! Two mounts of one brick, each with `performance/quick-read` and `performance/md-cache`
+//! in its graph (as cairnd's generated client volfiles have them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,11 +40,11 @@ impl TwoMounts {
         let with_qr = plain.replace(
             "  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-client-0]\n",
             &format!(
-                "  - name: test-qr\n    type: performance/quick-read\n    options:\n      cache-timeout: {}ms\n    subvolumes: [test-client-0]\n  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-qr]\n",
-                TTL.as_millis()
+                "  - name: test-qr\n    type: performance/quick-read\n    options:\n      cache-timeout: {ms}ms\n    subvolumes: [test-client-0]\n  - name: test-md\n    type: performance/md-cache\n    options:\n      timeout: {ms}ms\n    subvolumes: [test-qr]\n  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-md]\n",
+                ms = TTL.as_millis()
             ),
         );
-        assert_ne!(plain, with_qr, "quick-read inserted");
+        assert_ne!(plain, with_qr, "quick-read and md-cache inserted");
         let volfile = tmp.path().join("client.vol");
         fs::write(&volfile, with_qr).unwrap();
         let a = MountProc::start(&volfile, &tmp.path().join("a"), &[]);
@@ -151,4 +151,77 @@ fn a_series_read_in_order_on_one_mount_sees_an_image_another_mount_rewrote() {
             "image {i}: b read an old version"
         );
     }
+}
+
+/// The mode, size and link count `path` has now.
+fn attrs(path: &std::path::Path) -> (u32, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).unwrap();
+    (m.mode() & 0o7777, m.size(), m.nlink())
+}
+
+#[test]
+fn attributes_changed_on_one_mount_are_seen_on_another_within_the_md_cache_timeout() {
+    use std::os::unix::fs::PermissionsExt;
+    // b's kernel keeps nothing, so every stat reaches b's md-cache: only its timeout stands
+    // between b and old attributes.
+    let m = TwoMounts::start(&["-o", "entry-timeout=0,attribute-timeout=0"]);
+    fs::write(m.on_a("f.dcm"), version(1, 1000)).unwrap();
+    assert_eq!(attrs(&m.on_b("f.dcm")), (0o644, 1000, 1));
+    for (n, mode) in [(2u64, 0o600), (3, 0o640), (4, 0o444)] {
+        fs::set_permissions(m.on_a("f.dcm"), fs::Permissions::from_mode(mode)).unwrap();
+        let size = 1000 * n as usize;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(m.on_a("f.dcm"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &version(n, size)))
+            .unwrap();
+        std::thread::sleep(TTL + Duration::from_millis(200));
+        assert_eq!(
+            attrs(&m.on_b("f.dcm")),
+            (mode, size as u64, 1),
+            "b still saw old attributes after the timeout"
+        );
+        fs::set_permissions(m.on_a("f.dcm"), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // A name removed on a is gone on b after the timeout.
+    fs::remove_file(m.on_a("f.dcm")).unwrap();
+    std::thread::sleep(TTL + Duration::from_millis(200));
+    assert!(!m.on_b("f.dcm").exists(), "b still saw a removed name");
+}
+
+#[test]
+fn a_change_on_the_same_mount_is_seen_at_once_by_stat() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = TwoMounts::start(&["-o", "entry-timeout=0,attribute-timeout=0"]);
+    fs::write(m.on_b("f.dcm"), version(1, 1000)).unwrap();
+    for (n, mode) in [(2u64, 0o600), (3, 0o640), (4, 0o444)] {
+        // Known to md-cache, then changed through the same mount, then asked at once.
+        assert_eq!(attrs(&m.on_b("f.dcm")).0 & 0o200, 0o200);
+        let size = 1000 * n as usize;
+        fs::write(m.on_b("f.dcm"), version(n, size)).unwrap();
+        assert_eq!(
+            attrs(&m.on_b("f.dcm")).1,
+            size as u64,
+            "size right after a write"
+        );
+        fs::set_permissions(m.on_b("f.dcm"), fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(attrs(&m.on_b("f.dcm")).0, mode, "mode right after a chmod");
+        fs::hard_link(m.on_b("f.dcm"), m.on_b("g.dcm")).unwrap();
+        assert_eq!(
+            attrs(&m.on_b("f.dcm")).2,
+            2,
+            "link count right after a link"
+        );
+        fs::remove_file(m.on_b("g.dcm")).unwrap();
+        assert_eq!(
+            attrs(&m.on_b("f.dcm")).2,
+            1,
+            "link count right after an unlink"
+        );
+        fs::set_permissions(m.on_b("f.dcm"), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    fs::rename(m.on_b("f.dcm"), m.on_b("h.dcm")).unwrap();
+    assert!(!m.on_b("f.dcm").exists(), "old name right after a rename");
+    assert_eq!(attrs(&m.on_b("h.dcm")).1, 4000);
 }

@@ -67,6 +67,7 @@ impl Registry {
         r.register(crate::cluster::afr::TYPE);
         r.register(crate::cluster::dht::TYPE);
         r.register(crate::performance::quick_read::TYPE);
+        r.register(crate::performance::md_cache::TYPE);
         r
     }
 
