@@ -347,12 +347,23 @@ impl Workload {
                     busy[slot].store(ms(), Ordering::SeqCst);
                     let got = fs::read(mnt.join(&a.rel));
                     busy[slot].store(0, Ordering::SeqCst);
+                    let want = pattern(a.len, a.seed);
+                    // What a wrong read looked like, and whether reading again fixes it.
+                    let describe = |b: &[u8]| {
+                        let first = b.iter().zip(&want).position(|(x, y)| x != y);
+                        let zeros = b.iter().filter(|&&x| x == 0).count();
+                        let again = fs::read(mnt.join(&a.rel)).map(|r| r == want);
+                        format!(
+                            "{}: {} bytes, first wrong byte at {first:?}, {zeros} zero bytes, read again right: {again:?}",
+                            a.rel,
+                            b.len()
+                        )
+                    };
+                    let got = got.map(|b| if b == want { Ok(()) } else { Err(describe(&b)) });
                     let mut t = tally.lock().unwrap();
                     match got {
-                        Ok(b) if b == pattern(a.len, a.seed) => t.reads_ok += 1,
-                        Ok(b) => t
-                            .corrupt_reads
-                            .push(format!("{}: {} bytes", a.rel, b.len())),
+                        Ok(Ok(())) => t.reads_ok += 1,
+                        Ok(Err(what)) => t.corrupt_reads.push(what),
                         Err(e) => {
                             *t.errors
                                 .entry(format!("read {}", errno_name(&e)))

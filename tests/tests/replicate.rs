@@ -1633,3 +1633,181 @@ async fn a_read_long_after_the_lookup_never_goes_to_a_copy_that_missed_a_change(
     top.release(&cx(), r).await.unwrap();
     g.stop().await;
 }
+
+/// Copies that disagree with nothing but dirty marks (a writer that could not record who
+/// missed what): heal picks the newest copy and rewrites the others. While a copy is being
+/// rewritten (emptied, then filled) no lookup may judge it good, or a reader could be handed
+/// its zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_being_rewritten_by_heal_is_never_read_from() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let g = client(&set).await;
+    let new = pattern(2 << 20, 1);
+    let old = pattern(2 << 20, 2);
+    let gfid = put(g.top(), Gfid::ROOT, "img", &new).await.unwrap();
+    g.stop().await;
+    // Brick 0 (where first-up reads go) holds older bytes; every copy is dirty, none blamed.
+    {
+        let p = set.dirs[0].join("img");
+        let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&old, 0).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+            .unwrap();
+    }
+    for d in &set.dirs {
+        let mut v = vec![0u8; 24];
+        v[7] = 1;
+        rustix::fs::lsetxattr(
+            d.join("img"),
+            XATTR_DIRTY,
+            &v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let g = client(&set).await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    // 2 MiB copied in 1 MiB chunks at 256 KiB/s: the second half of a sink stays zeros for
+    // about four seconds.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let heal = async {
+        let r = afr
+            .heal(
+                Loc::inode(gfid),
+                &Resolve::None,
+                true,
+                &Throttle::new(256 << 10),
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    let reader = client(&set).await;
+    let look = async {
+        let (mut zeros_seen, mut served) = (0, 0);
+        let t0 = Instant::now();
+        while !done.load(std::sync::atomic::Ordering::SeqCst)
+            && t0.elapsed() < Duration::from_secs(30)
+        {
+            let on_brick = fs::read(set.dirs[0].join("img")).unwrap_or_default();
+            if on_brick.len() == new.len() && on_brick[new.len() - 4096..].iter().all(|&b| b == 0) {
+                zeros_seen += 1;
+            }
+            let mut x = Xdata::new();
+            x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
+            let e = reader
+                .top()
+                .lookup(&cx(), Loc::inode(gfid), x)
+                .await
+                .unwrap();
+            if let Some(c) = e.xdata.get(performance::quick_read::CONTENT_KEY) {
+                served += 1;
+                assert!(
+                    c == new.as_slice() || c == old.as_slice(),
+                    "a lookup was handed a copy in the middle of its heal ({} zero bytes)",
+                    c.iter().filter(|&&b| b == 0).count()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (zeros_seen, served)
+    };
+    let (r, (zeros_seen, served)) = tokio::join!(heal, look);
+    let r = r.unwrap();
+    assert!(zeros_seen > 0, "the test looked during a sink's rewrite");
+    assert!(served > 0, "lookups were served content from a good copy");
+    assert!(r.split_brain.is_none(), "{r:?}");
+    for d in &set.dirs {
+        assert!(
+            fs::read(d.join("img")).unwrap() == new,
+            "the newest copy won on {}",
+            d.display()
+        );
+        for (k, c) in afr_counters(&d.join("img")) {
+            assert_eq!(c, [0, 0, 0], "{k} on {}", d.display());
+        }
+    }
+    reader.stop().await;
+    g.stop().await;
+}
+
+/// A copy missing from a wiped brick is made again by a full heal: created empty, then
+/// filled. Nothing blamed the wiped brick for it, so heal must before it starts, or a
+/// lookup could judge the half-made copy good and hand out its zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_being_made_again_on_a_wiped_brick_is_never_read_from() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let g = client(&set).await;
+    let data = pattern(2 << 20, 3);
+    let gfid = put(g.top(), Gfid::ROOT, "img", &data).await.unwrap();
+    g.stop().await;
+    // Brick 0, where first-up reads go, loses the file: name and handle.
+    fs::remove_file(set.dirs[0].join("img")).unwrap();
+    fs::remove_file(cairn_bricks::layout::file_handle(&set.dirs[0], gfid)).unwrap();
+    let g = client(&set).await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let heal = async {
+        let r = afr
+            .heal_dir_full(Gfid::ROOT, &Resolve::None, &Throttle::new(256 << 10))
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    let reader = client(&set).await;
+    let look = async {
+        let (mut zeros_seen, mut served) = (0, 0);
+        let t0 = Instant::now();
+        while !done.load(std::sync::atomic::Ordering::SeqCst)
+            && t0.elapsed() < Duration::from_secs(30)
+        {
+            let on_brick = fs::read(set.dirs[0].join("img")).unwrap_or_default();
+            if on_brick.len() == data.len() && on_brick[data.len() - 4096..].iter().all(|&b| b == 0)
+            {
+                zeros_seen += 1;
+            }
+            let mut x = Xdata::new();
+            x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
+            let e = reader
+                .top()
+                .lookup(&cx(), Loc::inode(gfid), x)
+                .await
+                .unwrap();
+            if let Some(c) = e.xdata.get(performance::quick_read::CONTENT_KEY) {
+                served += 1;
+                assert!(
+                    c == data.as_slice(),
+                    "a lookup was handed a copy being made ({} zero bytes)",
+                    c.iter().filter(|&&b| b == 0).count()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (zeros_seen, served)
+    };
+    let (r, (zeros_seen, served)) = tokio::join!(heal, look);
+    r.unwrap();
+    assert!(
+        zeros_seen > 0,
+        "the test looked while the copy was being made"
+    );
+    assert!(served > 0, "lookups were served content from a good copy");
+    // Settled: the copy is whole and nothing blames it (heal of its index entry may
+    // finish what the entry heal left).
+    let r = afr
+        .heal(Loc::inode(gfid), &Resolve::None, false, &Throttle::new(0))
+        .await
+        .unwrap();
+    assert!(r.split_brain.is_none(), "{r:?}");
+    for d in &set.dirs {
+        assert!(fs::read(d.join("img")).unwrap() == data, "{}", d.display());
+        for (k, c) in afr_counters(&d.join("img")) {
+            assert_eq!(c, [0, 0, 0], "{k} on {}", d.display());
+        }
+    }
+    reader.stop().await;
+    g.stop().await;
+}

@@ -453,7 +453,7 @@ impl Afr {
         stale_dirty: bool,
         throttle: &Throttle,
     ) -> FopResult<HealReport> {
-        let copies = self.survey(cx, &Loc::inode(gfid)).await;
+        let mut copies = self.survey(cx, &Loc::inode(gfid)).await;
         let mut report = HealReport::default();
         let kinds: &[u8] = if is_dir {
             &[ENTRY, METADATA]
@@ -551,6 +551,12 @@ impl Afr {
                             .filter(|i| *i != s)
                             .filter(|i| !(kind == DATA && self.is_arbiter(*i)))
                             .collect();
+                        // No counter blames these sinks yet, so a lookup would judge them
+                        // good while they are rewritten (a data heal empties a copy and
+                        // fills it again). Blame them on the source first; the blame is
+                        // settled with the others once they are healed.
+                        self.blame_before_heal(gfid, kind, s, &sinks, &mut copies)
+                            .await;
                     }
                 }
             }
@@ -714,6 +720,31 @@ impl Afr {
             })?;
         tracing::info!(%gfid, brick = %self.names.get(i).map_or("?", String::as_str), "copy that failed its bitrot check rebuilt from a verified copy");
         Ok(())
+    }
+
+    /// Records on `source` that `sinks` missed a change of `kind`, and notes it in `copies`
+    /// so that [`Self::clear_counters`] takes it back once they are healed.
+    async fn blame_before_heal(
+        &self,
+        gfid: Gfid,
+        kind: u8,
+        source: usize,
+        sinks: &[usize],
+        copies: &mut HashMap<usize, Copy>,
+    ) {
+        if sinks.is_empty() {
+            return;
+        }
+        txn::record_blame(&self.children, &self.names, gfid, kind, &[source], sinks).await;
+        self.demote(gfid, sinks);
+        if let Some(c) = copies.get_mut(&source) {
+            let k = kind_index(kind);
+            for &j in sinks {
+                if let Some(v) = c.blame.entry(j).or_insert([0; 3]).get_mut(k) {
+                    *v += 1;
+                }
+            }
+        }
     }
 
     /// Marks healed copies good again in the inode cache.
@@ -1092,6 +1123,22 @@ impl Afr {
                 // other copies hold against the sink can be settled here and the file is
                 // not copied a second time by its own index entry.
                 let guard = self.try_lock_file(cx, e.gfid, sink).await;
+                // Until its contents are copied the new copy holds zeros. A copy missing
+                // from a replaced or wiped brick is not blamed by the others, so blame it
+                // now, or a lookup would judge it good meanwhile. Settled below with the
+                // rest once the copy is exact, else by the heal of its index entry.
+                if !self.is_arbiter(sink) {
+                    txn::record_blame(
+                        &self.children,
+                        &self.names,
+                        e.gfid,
+                        DATA,
+                        &[source],
+                        &[sink],
+                    )
+                    .await;
+                    self.demote(e.gfid, &[sink]);
+                }
                 let before = match &guard {
                     Some(_) => Some(self.survey(cx, &Loc::inode(e.gfid)).await),
                     None => None,

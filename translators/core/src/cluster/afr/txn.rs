@@ -466,6 +466,22 @@ pub async fn blame(
     if bad.is_empty() || good.is_empty() {
         return;
     }
+    record_blame(children, names, gfid, kind, good, bad).await;
+    tracing::info!(%gfid, kind = %(kind as char), ?bad, "bricks missed a change; marked for heal");
+}
+
+/// [`blame`] without the log line: for heal, which marks the copies it is about to rewrite.
+pub async fn record_blame(
+    children: &[XlatorRef],
+    names: &[String],
+    gfid: Gfid,
+    kind: u8,
+    good: &[usize],
+    bad: &[usize],
+) {
+    if bad.is_empty() || good.is_empty() {
+        return;
+    }
     let mut x = Xdata::new();
     for &b in bad {
         if let Some(n) = names.get(b) {
@@ -497,7 +513,6 @@ pub async fn blame(
             tracing::warn!(%gfid, error = %e, "could not record which brick missed a change");
         }
     }
-    tracing::info!(%gfid, kind = %(kind as char), ?bad, "bricks missed a change; marked for heal");
 }
 
 /// The xattr on a brick recording changes brick `name` missed.
