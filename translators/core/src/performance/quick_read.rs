@@ -174,6 +174,12 @@ struct Cache {
     bytes: u64,
     /// Sizes of regular files seen by lookups, to know which opens to answer by fetching.
     sizes: HashMap<Gfid, u64>,
+    /// Counts changes through this graph.
+    clock: u64,
+    /// When each file last changed through this graph (by `clock`).
+    changed: HashMap<Gfid, u64>,
+    /// The newest change forgotten when `changed` was cleared.
+    forgotten: u64,
 }
 
 impl Cache {
@@ -215,6 +221,22 @@ impl Cache {
         self.order.insert(self.tick, gfid);
         self.files.insert(gfid, (c, self.tick));
         self.bytes += len;
+    }
+
+    /// Records a change of `gfid` through this graph.
+    fn change(&mut self, gfid: Gfid) {
+        self.clock += 1;
+        if self.changed.len() >= HINTS_MAX && !self.changed.contains_key(&gfid) {
+            self.changed.clear();
+            self.forgotten = self.clock;
+        }
+        self.changed.insert(gfid, self.clock);
+    }
+
+    /// True when `gfid` may have changed after a reply asked for at `asked` was read: what
+    /// the reply says is older than that change.
+    fn changed_since(&self, gfid: Gfid, asked: u64) -> bool {
+        self.forgotten > asked || self.changed.get(&gfid).is_some_and(|&c| c > asked)
     }
 
     fn hint(&mut self, gfid: Gfid, size: u64) {
@@ -414,15 +436,25 @@ impl QuickRead {
 }
 
 impl Shared {
-    /// Takes in what a lookup reply says about a file: its size, and its content if it
-    /// came along. Returns the content when it was kept.
-    fn learn(&self, ia: &Iatt, content: Option<Vec<u8>>) -> Option<Arc<Content>> {
+    /// The change counter now, to pass to [`Shared::learn`] for a reply asked for after it.
+    fn asked(&self) -> u64 {
+        self.cache.lock().map(|c| c.clock).unwrap_or(u64::MAX)
+    }
+
+    /// Takes in what a lookup reply asked for at `asked` says about a file: its size, and
+    /// its content if it came along. Returns the content when it was kept. A reply that
+    /// was on its way while the file changed through this graph is not taken in (its
+    /// content could be from before the change).
+    fn learn(&self, ia: &Iatt, content: Option<Vec<u8>>, asked: u64) -> Option<Arc<Content>> {
         if ia.kind != FileKind::File {
             return None;
         }
         let Ok(mut cache) = self.cache.lock() else {
             return None;
         };
+        if cache.changed_since(ia.gfid, asked) {
+            return None;
+        }
         cache.hint(ia.gfid, ia.size);
         match content {
             Some(data) if data.len() as u64 == ia.size => {
@@ -466,11 +498,12 @@ impl Shared {
         if let Ok(mut a) = self.ahead.lock() {
             a.forget_gfid(gfid);
         }
-        if let Ok(mut cache) = self.cache.lock()
-            && let Some(c) = cache.remove(gfid)
-        {
-            c.stale.store(true, Ordering::Release);
-            self.stats.invalidated.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.change(gfid);
+            if let Some(c) = cache.remove(gfid) {
+                c.stale.store(true, Ordering::Release);
+                self.stats.invalidated.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -546,20 +579,29 @@ impl Shared {
                 if want > 0 {
                     x.set_u64(WANT_KEY, want);
                 }
+                let asked = s.asked();
                 let r = child.lookup(&cx, Loc::entry(parent, next.clone()), x).await;
                 let found = match r {
                     Ok(mut e) if e.iatt.kind == FileKind::File => {
                         let content = e.xdata.remove(CONTENT_KEY);
-                        s.learn(&e.iatt, content);
+                        s.learn(&e.iatt, content, asked);
                         s.stats.read_ahead.fetch_add(1, Ordering::Relaxed);
                         Some(e.iatt)
                     }
                     _ => None,
                 };
+                // The entry too is kept only if the file did not change meanwhile (a
+                // writer on this mount may be filling it right now).
+                let unchanged = found.as_ref().is_some_and(|ia| {
+                    s.cache
+                        .lock()
+                        .is_ok_and(|c| !c.changed_since(ia.gfid, asked))
+                });
                 if let Ok(mut a) = s.ahead.lock() {
                     let key = (parent, next);
                     a.inflight.remove(&key);
                     if let Some(ia) = found
+                        && unchanged
                         && a.generation == generation
                     {
                         a.by_gfid.insert(ia.gfid, key.clone());
@@ -681,13 +723,14 @@ impl Translator for QuickRead {
                 xdata: Xdata::new(),
             });
         }
+        let asked = self.s.asked();
         let mut e = self.child()?.lookup(cx, loc, x).await?;
         let content = if ours {
             e.xdata.remove(CONTENT_KEY)
         } else {
             None
         };
-        self.s.learn(&e.iatt, content);
+        self.s.learn(&e.iatt, content, asked);
         if let Some((p, n)) = &named
             && e.iatt.kind == FileKind::File
         {
@@ -714,10 +757,11 @@ impl Translator for QuickRead {
         if self.s.fetchable(gfid) {
             let mut x = Xdata::new();
             x.set_u64(WANT_KEY, self.s.cfg.max_file_size);
+            let asked = self.s.asked();
             match self.child()?.lookup(cx, Loc::inode(gfid), x).await {
                 Ok(mut e) if e.iatt.gfid == gfid => {
                     let content = e.xdata.remove(CONTENT_KEY);
-                    if let Some(c) = self.s.learn(&e.iatt, content) {
+                    if let Some(c) = self.s.learn(&e.iatt, content, asked) {
                         tracing::trace!(%gfid, "open answered by fetching the file");
                         self.s.stats.opens_fetched.fetch_add(1, Ordering::Relaxed);
                         self.answer_open(loc, &fd, xdata, c);

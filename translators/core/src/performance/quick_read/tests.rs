@@ -15,6 +15,8 @@ struct Store {
     files: Mutex<HashMap<String, File>>,
     calls: Mutex<Vec<&'static str>>,
     clock: Mutex<i64>,
+    /// When set, a lookup reads the file, then waits for a permit before it replies.
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Store {
@@ -24,6 +26,7 @@ impl Store {
             files: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
             clock: Mutex::new(1),
+            gate: Mutex::new(None),
         })
     }
 
@@ -106,6 +109,10 @@ impl Translator for Store {
             && f.1.len() as u64 <= want
         {
             x.set(CONTENT_KEY, f.1.clone());
+        }
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(g) = gate {
+            let _ = g.acquire().await.unwrap();
         }
         Ok(Entry {
             iatt: iatt_of(&f),
@@ -603,4 +610,45 @@ async fn lookups_out_of_order_fetch_nothing_ahead() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(qr.counters().read_ahead, 0);
+}
+
+#[tokio::test]
+async fn content_that_was_on_its_way_while_this_mount_wrote_the_file_is_not_kept() {
+    let store = Store::new();
+    let gfid = store.put("f", b"version 1");
+    let qr = Arc::new(over(&store, cfg()));
+    // A lookup reads version 1 below, and its reply is held back.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *store.gate.lock().unwrap() = Some(Arc::clone(&gate));
+    let slow = {
+        let qr = Arc::clone(&qr);
+        tokio::spawn(async move {
+            qr.lookup(&cx(), Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    *store.gate.lock().unwrap() = None;
+    // Meanwhile this mount writes version 2 and closes.
+    let w = Fd::new(gfid, libc::O_WRONLY);
+    qr.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_WRONLY,
+        w.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    qr.write(&cx(), w.clone(), 8, Payload::new(&b"2"[..]), Xdata::new())
+        .await
+        .unwrap();
+    qr.flush(&cx(), w.clone(), Xdata::new()).await.unwrap();
+    qr.release(&cx(), w).await.unwrap();
+    // The old reply arrives now.
+    gate.add_permits(1);
+    slow.await.unwrap();
+    // An open with no lookup before it (the kernel knew the name) reads version 2.
+    assert_eq!(read_open(&qr, gfid).await, b"version 2");
 }
