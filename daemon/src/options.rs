@@ -574,6 +574,42 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "performance.readdir-ahead",
+        kind: OptionKind::Bool,
+        default: "on",
+        doc: "readdir-ahead in the client graph: directories are listed in large batches, and the next batch is asked for while the current one is consumed (see the readdir-ahead options).",
+        targets: &[Target::Daemon],
+        check: None,
+    },
+    VolOption {
+        key: "performance.readdir-ahead-request-size",
+        kind: OptionKind::Size {
+            min: 4096,
+            max: 4 << 20,
+        },
+        default: "256KiB",
+        doc: "Each batch of a directory listing asked of the bricks is at least this large (about 1,600 entries with attributes at the default).",
+        targets: &[Target::Client {
+            xlator: "performance/readdir-ahead",
+            key: "request-size",
+        }],
+        check: None,
+    },
+    VolOption {
+        key: "performance.readdir-ahead-cache-limit",
+        kind: OptionKind::Size {
+            min: 0,
+            max: 1 << 30,
+        },
+        default: "16MiB",
+        doc: "Memory one client may spend on batches asked for ahead, over all directories being listed; at most this divided by the request size are outstanding (0: ask nothing ahead).",
+        targets: &[Target::Client {
+            xlator: "performance/readdir-ahead",
+            key: "cache-limit",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",

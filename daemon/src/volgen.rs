@@ -5,7 +5,8 @@
 //!
 //! Client: one `protocol/client` per brick; with `replica N` every N consecutive bricks are
 //! grouped under a `cluster/replicate`; several groups go under a `cluster/distribute`;
-//! `performance/quick-read` above that (unless `performance.quick-read off`), then
+//! `performance/readdir-ahead` above that (unless `performance.readdir-ahead off`), then
+//! `performance/quick-read` (unless `performance.quick-read off`), then
 //! `performance/md-cache` (unless `performance.md-cache off`), `debug/io-stats`
 //! on top. Volume options land on the translators the option table names.
 
@@ -210,6 +211,20 @@ pub fn client_volfile(vol: &VolumeConfig) -> Volfile {
         name
     } else {
         groups.into_iter().next().unwrap_or_default()
+    };
+    let below_stats = if options::flag(&vol.options, "performance.readdir-ahead") {
+        let name = format!("{v}-readdir-ahead");
+        let mut o = BTreeMap::new();
+        apply_options(vol, false, "performance/readdir-ahead", &mut o);
+        graph.push(node(
+            name.clone(),
+            "performance/readdir-ahead",
+            o,
+            vec![below_stats],
+        ));
+        name
+    } else {
+        below_stats
     };
     let below_stats = if options::flag(&vol.options, "performance.quick-read") {
         let name = format!("{v}-quick-read");

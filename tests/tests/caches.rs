@@ -1,8 +1,8 @@
 //! Client caches through real FUSE mounts: what one mount writes, another sees within the
 //! configured time, and the writer's own mount never serves data older than its last close.
 //!
-//! Two mounts of one brick, each with `performance/quick-read` and `performance/md-cache`
-//! in its graph (as cairnd's generated client volfiles have them).
+//! Two mounts of one brick, each with `performance/readdir-ahead`, `performance/quick-read`
+//! and `performance/md-cache` in its graph (as cairnd's generated client volfiles have them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,11 +40,11 @@ impl TwoMounts {
         let with_qr = plain.replace(
             "  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-client-0]\n",
             &format!(
-                "  - name: test-qr\n    type: performance/quick-read\n    options:\n      cache-timeout: {ms}ms\n    subvolumes: [test-client-0]\n  - name: test-md\n    type: performance/md-cache\n    options:\n      timeout: {ms}ms\n    subvolumes: [test-qr]\n  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-md]\n",
+                "  - name: test-rda\n    type: performance/readdir-ahead\n    options:\n      request-size: 16KiB\n    subvolumes: [test-client-0]\n  - name: test-qr\n    type: performance/quick-read\n    options:\n      cache-timeout: {ms}ms\n    subvolumes: [test-rda]\n  - name: test-md\n    type: performance/md-cache\n    options:\n      timeout: {ms}ms\n    subvolumes: [test-qr]\n  - name: test-io-stats\n    type: debug/io-stats\n    subvolumes: [test-md]\n",
                 ms = TTL.as_millis()
             ),
         );
-        assert_ne!(plain, with_qr, "quick-read and md-cache inserted");
+        assert_ne!(plain, with_qr, "the performance translators inserted");
         let volfile = tmp.path().join("client.vol");
         fs::write(&volfile, with_qr).unwrap();
         let a = MountProc::start(&volfile, &tmp.path().join("a"), &[]);
@@ -224,4 +224,43 @@ fn a_change_on_the_same_mount_is_seen_at_once_by_stat() {
     fs::rename(m.on_b("f.dcm"), m.on_b("h.dcm")).unwrap();
     assert!(!m.on_b("f.dcm").exists(), "old name right after a rename");
     assert_eq!(attrs(&m.on_b("h.dcm")).1, 4000);
+}
+
+#[test]
+fn a_directory_listed_in_batches_ahead_shows_every_name_once_with_this_mounts_changes() {
+    // Small batches (16 KiB, about 90 entries), so a listing of 1,000 names is eleven
+    // batches, each but the first asked for ahead.
+    let m = TwoMounts::start(&["-o", "entry-timeout=0,attribute-timeout=0"]);
+    fs::create_dir(m.on_a("day")).unwrap();
+    let n = 1000;
+    for i in 0..n {
+        fs::write(m.on_a(&format!("day/IM-{i:05}.dcm")), b"DICM").unwrap();
+    }
+    let listing = |root: &std::path::Path| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = fs::read_dir(root.join("day"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want: Vec<(String, u64)> = (0..n).map(|i| (format!("IM-{i:05}.dcm"), 4)).collect();
+    assert_eq!(listing(&m.b.path), want, "each name once");
+    // b changes the directory and a file between listings; its next listing shows both.
+    fs::write(m.on_b("day/IM-00500.dcm"), vec![7u8; 1234]).unwrap();
+    fs::remove_file(m.on_b("day/IM-00900.dcm")).unwrap();
+    fs::write(m.on_b("day/IM-99999.dcm"), b"new").unwrap();
+    let mut want2 = want.clone();
+    want2[500].1 = 1234;
+    want2.remove(900);
+    want2.push(("IM-99999.dcm".into(), 3));
+    assert_eq!(listing(&m.b.path), want2, "b's own changes");
+    std::thread::sleep(TTL + Duration::from_millis(200));
+    assert_eq!(listing(&m.a.path), want2, "a sees them after the timeout");
 }

@@ -68,6 +68,7 @@ impl Registry {
         r.register(crate::cluster::dht::TYPE);
         r.register(crate::performance::quick_read::TYPE);
         r.register(crate::performance::md_cache::TYPE);
+        r.register(crate::performance::readdir_ahead::TYPE);
         r
     }
 

@@ -16,7 +16,8 @@
 //! - [`cluster`](crate::cluster): `cluster/replicate`.
 //! - [`debug`]: `debug/io-stats` and `debug/error-gen`.
 //! - [`features`](crate::features): `features/locks`, `features/index`.
-//! - [`performance`](crate::performance): `performance/quick-read`, `performance/md-cache`.
+//! - [`performance`](crate::performance): `performance/quick-read`, `performance/md-cache`,
+//!   `performance/readdir-ahead`.
 //! - `testing` (tests, or the `testing` feature): a recording mock leaf and the pass-through
 //!   conformance suite.
 //!
