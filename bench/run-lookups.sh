@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Client memory under many lookups: N distinct files are looked up (stat by path, cold)
-# through a FUSE mount whose graph has quick-read, then the peak resident memory of the
-# FUSE client and of the brick is reported. The files are made directly in a fresh brick
-# directory (Cairn gives each its identity at its first lookup), so that making a million
-# of them takes a minute rather than an hour; one brick is enough, since the client's
-# tables grow per file, not per copy.
+# through a FUSE mount whose graph has quick-read and md-cache (as cairnd generates it),
+# then the peak resident memory of the FUSE client and of the brick is reported. The files
+# are made directly in a fresh brick directory (Cairn gives each its identity at its first
+# lookup), so that making a million of them takes a minute rather than an hour; one brick
+# is enough, since the client's tables grow per file, not per copy.
 #
 # Usage: bench/run-lookups.sh [N]   (as root; default 1000000)
 set -euo pipefail
@@ -59,9 +59,12 @@ graph:
   - name: mem-quick-read
     type: performance/quick-read
     subvolumes: [mem-client-0]
+  - name: mem-md-cache
+    type: performance/md-cache
+    subvolumes: [mem-quick-read]
   - name: mem-io-stats
     type: debug/io-stats
-    subvolumes: [mem-quick-read]
+    subvolumes: [mem-md-cache]
 EOF
 "$bin/cairn" mount --volfile "$work/client.vol" "$mnt" --log-file "$work/mount.log"
 client_pid=$(pgrep -f "cairn .*mount.*$mnt" | head -1)

@@ -74,8 +74,8 @@ fi
 
 # The table: images/s (MB/s) per phase, one row per target and P.
 echo
-echo "| target | P | ingest images/s (MB/s) | series read images/s (MB/s) | series p50 / p99 ms | ls -l entries/s | walk entries/s | stat/s | delete/s |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| target | P | ingest images/s (MB/s) | series read images/s (MB/s) | series p50 / p99 ms | CT read images/s | MR read images/s | ls -l entries/s | walk entries/s | stat/s | delete/s |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for t in local cairn gluster; do
   for p in $ps; do
     f=$out/$t-p$p.json
@@ -92,7 +92,7 @@ def r(k, mb=False):
     return s + (f' ({x["mb_per_s"]:.0f})' if mb else "")
 rd = ph.get("read", {})
 lat = f'{rd.get("series_p50_ms") or 0:.0f} / {rd.get("series_p99_ms") or 0:.0f}'
-print(f'| {d["label"]} | {d["threads"]} | {r("ingest", True)} | {r("read", True)} | {lat} | {r("ls -l")} | {r("walk")} | {r("stat")} | {r("delete")} |')
+print(f'| {d["label"]} | {d["threads"]} | {r("ingest", True)} | {r("read", True)} | {lat} | {r("read-ct")} | {r("read-mr")} | {r("ls -l")} | {r("walk")} | {r("stat")} | {r("delete")} |')
 PY
   done
 done

@@ -9,6 +9,8 @@
 //! - `read`: after a fresh mount (`--remount`) and with the page cache dropped, P readers read
 //!   whole series in order, as a doctor scrolls a study; every byte is verified; images/s,
 //!   MB/s and the time per series (p50, p99);
+//! - `read-ct`, `read-mr`: the same for the CT series only and the MR series only, each on a
+//!   fresh mount (the two image sizes have separate targets);
 //! - `list`: `ls -l` of a cold directory of `--list-files` entries (readdir + lstat each);
 //! - `walk`: a cold walk of the whole tree (readdir + lstat);
 //! - `stat`: a cold `stat` of every image by its full path, P threads;
@@ -61,11 +63,12 @@ struct Args {
     /// which the page cache is dropped too).
     #[arg(long)]
     remount: Option<String>,
-    /// Phases, comma-separated: ingest, read, list, walk, stat, delete.
+    /// Phases, comma-separated: ingest, read (every series), read-ct and read-mr (the CT
+    /// or the MR series only, each on its own fresh mount), list, walk, stat, delete.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,read,list,walk,stat,delete"
+        default_value = "ingest,read,read-ct,read-mr,list,walk,stat,delete"
     )]
     phases: Vec<PhaseName>,
     /// Also write the figures as JSON to this file.
@@ -77,6 +80,8 @@ struct Args {
 enum PhaseName {
     Ingest,
     Read,
+    ReadCt,
+    ReadMr,
     List,
     Walk,
     Stat,
@@ -244,6 +249,11 @@ fn cold(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The series whose images have `size` bytes.
+fn by_size(series: &[Series], size: usize) -> Vec<Series> {
+    series.iter().filter(|s| s.size == size).cloned().collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -296,10 +306,17 @@ fn run(a: &Args) -> Result<Vec<Figures>, String> {
                     ..Figures::default()
                 }
             }
-            PhaseName::Read => {
+            PhaseName::Read | PhaseName::ReadCt | PhaseName::ReadMr => {
+                let (name, these): (&'static str, Vec<Series>) = match phase {
+                    PhaseName::ReadCt => ("read-ct", by_size(&series, CT)),
+                    PhaseName::ReadMr => ("read-mr", by_size(&series, MR)),
+                    _ => ("read", series.clone()),
+                };
+                let images: usize = these.iter().map(|s| s.images).sum();
+                let total_bytes: u64 = these.iter().map(|s| (s.images * s.size) as u64).sum();
                 cold(a)?;
                 let times = Mutex::new(Vec::new());
-                let secs = parallel(series.clone(), a.threads, |s| {
+                let secs = parallel(these, a.threads, |s| {
                     let t = Instant::now();
                     let mut buf = Vec::with_capacity(s.size);
                     for i in 0..s.images {
@@ -320,7 +337,7 @@ fn run(a: &Args) -> Result<Vec<Figures>, String> {
                 let mut t = times.into_inner().unwrap_or_default();
                 t.sort_by(f64::total_cmp);
                 Figures {
-                    name: "read",
+                    name,
                     secs,
                     ops: images,
                     bytes: total_bytes,
