@@ -595,7 +595,7 @@ fn inject_round(c: &mut Cluster, w: &Workload, rows: &mut Vec<Row>) {
             );
             // The next node goes only once this one is whole again (as an upgrade would).
             assert!(
-                c.heal_settled_under_load(Duration::from_secs(120)),
+                c.heal_settled_under_load(Duration::from_secs(180)),
                 "heal settles after restarting node {i}"
             );
         }

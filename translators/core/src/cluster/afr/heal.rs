@@ -747,6 +747,24 @@ impl Afr {
         }
     }
 
+    /// Takes back one data blame of `sink` recorded on `source` (floored at zero).
+    async fn unblame(&self, cx: &Cx, gfid: Gfid, source: usize, sink: usize) {
+        let (Ok(child), Some(name)) = (self.child_ref(source), self.names.get(sink)) else {
+            return;
+        };
+        let mut x = Xdata::new();
+        x.set(pending_key(name), counters(DATA, -1));
+        let _ = child
+            .xattrop(
+                cx,
+                Target::Loc(Loc::inode(gfid)),
+                XattropOp::AddArray64Floor,
+                x,
+                Xdata::new(),
+            )
+            .await;
+    }
+
     /// Marks healed copies good again in the inode cache.
     fn demote_clear(&self, gfid: Gfid, healed: &[usize]) {
         if let Ok(mut m) = self.inodes.lock()
@@ -1156,6 +1174,11 @@ impl Afr {
                     )
                     .await;
                 if let Err(err) = made {
+                    // Made by another healer meanwhile (or not at all): take back the
+                    // blame added above; that healer's own blame covers its copy.
+                    if !self.is_arbiter(sink) {
+                        self.unblame(cx, e.gfid, source, sink).await;
+                    }
                     if let Some(g) = guard {
                         self.unlock_file(cx, e.gfid, g).await;
                     }
