@@ -1102,7 +1102,13 @@ fn rebalance_moves_files_online_keeps_every_write_and_resumes_after_a_restart() 
         rustix::fs::lgetxattr(dirs[2].join("s"), "trusted.cairn.dht.layout", &mut buf).unwrap();
     assert!(
         len == 14 && buf[1] & 1 == 1,
-        "the directory's layout is settled"
+        "the directory's layout is settled; rebalance said:\n{}",
+        p.nodes[0]
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("unsettled") || l.contains("settle") || l.contains("rebalance"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(fs::read(mnt.join("s/t/deep")).unwrap(), b"deep");
     let mut listed: Vec<String> = fs::read_dir(mnt.join("s"))
