@@ -44,10 +44,14 @@ struct Node {
 }
 
 /// Node ids ↔ gfids. Not synchronised; the FUSE layer wraps it in a mutex.
+///
+/// A gfid whose node id is its own [`Gfid::ino`] (nearly all of them) is found through
+/// `nodes` alone; only gfids with a private node id are kept in `private` too, so the
+/// table costs one slot per node (a mount whose kernel holds a million inodes).
 #[derive(Debug)]
 pub(crate) struct InodeTable {
     nodes: HashMap<u64, Node>,
-    by_gfid: HashMap<Gfid, u64>,
+    private: HashMap<Gfid, u64>,
     next_private: u64,
 }
 
@@ -56,7 +60,7 @@ impl InodeTable {
     pub(crate) fn new() -> InodeTable {
         let mut t = InodeTable {
             nodes: HashMap::new(),
-            by_gfid: HashMap::new(),
+            private: HashMap::new(),
             next_private: PRIVATE_BASE,
         };
         t.nodes.insert(
@@ -67,7 +71,9 @@ impl InodeTable {
                 parent: ROOT,
             },
         );
-        t.by_gfid.insert(Gfid::ROOT, ROOT);
+        if Gfid::ROOT.ino() != ROOT {
+            t.private.insert(Gfid::ROOT, ROOT);
+        }
         t
     }
 
@@ -79,7 +85,11 @@ impl InodeTable {
 
     /// The node id a gfid has now, if the kernel holds a reference to it.
     pub(crate) fn node(&self, gfid: &Gfid) -> Option<u64> {
-        self.by_gfid.get(gfid).copied()
+        let own = gfid.ino();
+        if self.nodes.get(&own).is_some_and(|n| n.gfid == *gfid) {
+            return Some(own);
+        }
+        self.private.get(gfid).copied()
     }
 
     /// The inode number to show for `gfid` without taking a reference (plain readdir):
@@ -98,7 +108,7 @@ impl InodeTable {
     /// if the gfid is new. `parent` (a directory's parent node, or 0) is remembered for
     /// directories.
     pub(crate) fn remember(&mut self, gfid: Gfid, parent: u64) -> u64 {
-        if let Some(&node) = self.by_gfid.get(&gfid)
+        if let Some(node) = self.node(&gfid)
             && let Some(n) = self.nodes.get_mut(&node)
         {
             if node != ROOT {
@@ -113,7 +123,9 @@ impl InodeTable {
         let node = if own > ROOT && !self.nodes.contains_key(&own) {
             own
         } else {
-            self.allocate_private()
+            let p = self.allocate_private();
+            self.private.insert(gfid, p);
+            p
         };
         self.nodes.insert(
             node,
@@ -123,7 +135,6 @@ impl InodeTable {
                 parent,
             },
         );
-        self.by_gfid.insert(gfid, node);
         node
     }
 
@@ -140,8 +151,8 @@ impl InodeTable {
         if n.lookups == 0 {
             let gfid = n.gfid;
             self.nodes.remove(&node);
-            if self.by_gfid.get(&gfid) == Some(&node) {
-                self.by_gfid.remove(&gfid);
+            if self.private.get(&gfid) == Some(&node) {
+                self.private.remove(&gfid);
             }
         }
     }

@@ -186,7 +186,7 @@ impl Cache {
     fn remove(&mut self, gfid: Gfid) -> Option<Arc<Content>> {
         let (c, tick) = self.files.remove(&gfid)?;
         self.order.remove(&tick);
-        self.bytes = self.bytes.saturating_sub(c.data.len() as u64);
+        self.bytes = self.bytes.saturating_sub(cost(&c));
         Some(c)
     }
 
@@ -201,11 +201,28 @@ impl Cache {
         Some(c)
     }
 
-    fn insert(&mut self, gfid: Gfid, c: Arc<Content>, limit: u64) {
+    fn insert(&mut self, gfid: Gfid, c: Arc<Content>, limit: u64, ttl: Duration) {
         if let Some(old) = self.remove(gfid) {
             old.stale.store(true, Ordering::Release);
         }
-        let len = c.data.len() as u64;
+        // Content past its timeout serves nothing: the least recently used goes first
+        // when it is (a few at a time, so an insert stays cheap).
+        for _ in 0..8 {
+            let expired = self
+                .order
+                .first_key_value()
+                .and_then(|(_, g)| self.files.get(g))
+                .is_some_and(|(old, _)| old.fetched.elapsed() >= ttl);
+            if !expired {
+                break;
+            }
+            if let Some((_, victim)) = self.order.pop_first()
+                && let Some((v, _)) = self.files.remove(&victim)
+            {
+                self.bytes = self.bytes.saturating_sub(cost(&v));
+            }
+        }
+        let len = cost(&c);
         if len > limit {
             return;
         }
@@ -214,7 +231,7 @@ impl Cache {
                 break;
             };
             if let Some((v, _)) = self.files.remove(&victim) {
-                self.bytes = self.bytes.saturating_sub(v.data.len() as u64);
+                self.bytes = self.bytes.saturating_sub(cost(&v));
             }
         }
         self.tick += 1;
@@ -246,6 +263,16 @@ impl Cache {
         self.sizes.insert(gfid, size);
     }
 }
+
+/// What one held file counts against `cache-size`: its bytes and the bookkeeping around
+/// them (so a million empty files cannot fill memory while the byte count stays at zero).
+fn cost(c: &Content) -> u64 {
+    c.data.len() as u64 + ENTRY_OVERHEAD
+}
+
+/// Bytes of bookkeeping per held file (the content record, its table slots, its place in
+/// the use order), as counted against `cache-size`.
+const ENTRY_OVERHEAD: u64 = 256;
 
 /// A descriptor answered here: the content it reads, and how to open it for real.
 struct QrFd {
@@ -353,7 +380,7 @@ pub struct Counters {
     pub read_ahead: u64,
     /// Lookups answered from what read-ahead fetched.
     pub lookups_served: u64,
-    /// Content bytes held now.
+    /// What the held files count against `cache-size` now (content plus bookkeeping).
     pub bytes: u64,
     /// Files whose content is held now.
     pub files: u64,
@@ -466,7 +493,12 @@ impl Shared {
                     fetched: Instant::now(),
                     stale: AtomicBool::new(false),
                 });
-                cache.insert(ia.gfid, Arc::clone(&c), self.cfg.cache_size);
+                cache.insert(
+                    ia.gfid,
+                    Arc::clone(&c),
+                    self.cfg.cache_size,
+                    self.cfg.timeout,
+                );
                 Some(c)
             }
             _ => {

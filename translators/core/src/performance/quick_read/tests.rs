@@ -652,3 +652,52 @@ async fn content_that_was_on_its_way_while_this_mount_wrote_the_file_is_not_kept
     // An open with no lookup before it (the kernel knew the name) reads version 2.
     assert_eq!(read_open(&qr, gfid).await, b"version 2");
 }
+
+#[tokio::test]
+async fn many_empty_files_count_against_the_cache_size_and_old_ones_go() {
+    let store = Store::new();
+    for i in 0..3000 {
+        store.put(&format!("e{i}"), b"");
+    }
+    let qr = over(
+        &store,
+        Config {
+            cache_size: 256 << 10,
+            timeout: Duration::from_millis(200),
+            read_ahead: 0,
+            ..cfg()
+        },
+    );
+    for i in 0..3000 {
+        qr.lookup(
+            &cx(),
+            Loc::entry(Gfid::ROOT, &format!("e{i}")),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let c = qr.counters();
+    assert!(
+        c.files <= (256 << 10) / ENTRY_OVERHEAD && c.bytes <= 256 << 10,
+        "empty files are bounded by their bookkeeping: {c:?}"
+    );
+    // Past the timeout, what is held goes as new content comes in (a few old files per
+    // new one).
+    let before = c.files;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for i in 0..10 {
+        qr.lookup(
+            &cx(),
+            Loc::entry(Gfid::ROOT, &format!("e{i}")),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        qr.counters().files + 70 <= before,
+        "expired content was dropped: {before} then {:?}",
+        qr.counters()
+    );
+}
