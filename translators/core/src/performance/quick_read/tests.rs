@@ -669,13 +669,9 @@ async fn many_empty_files_count_against_the_cache_size_and_old_ones_go() {
         },
     );
     for i in 0..3000 {
-        qr.lookup(
-            &cx(),
-            Loc::entry(Gfid::ROOT, &format!("e{i}")),
-            Xdata::new(),
-        )
-        .await
-        .unwrap();
+        qr.lookup(&cx(), Loc::entry(Gfid::ROOT, format!("e{i}")), Xdata::new())
+            .await
+            .unwrap();
     }
     let c = qr.counters();
     assert!(
@@ -687,13 +683,9 @@ async fn many_empty_files_count_against_the_cache_size_and_old_ones_go() {
     let before = c.files;
     tokio::time::sleep(Duration::from_millis(250)).await;
     for i in 0..10 {
-        qr.lookup(
-            &cx(),
-            Loc::entry(Gfid::ROOT, &format!("e{i}")),
-            Xdata::new(),
-        )
-        .await
-        .unwrap();
+        qr.lookup(&cx(), Loc::entry(Gfid::ROOT, format!("e{i}")), Xdata::new())
+            .await
+            .unwrap();
     }
     assert!(
         qr.counters().files + 70 <= before,
