@@ -1634,6 +1634,45 @@ async fn a_read_long_after_the_lookup_never_goes_to_a_copy_that_missed_a_change(
     g.stop().await;
 }
 
+/// Until `done`, looks `gfid` up through `reader` asking for its content, and checks that
+/// any content served is one of `allowed` (never a copy being rewritten). Returns how often
+/// `on_brick` (a copy heal rewrites) was seen ending in zeros, and how often content came.
+async fn look_while_healing(
+    reader: &Graph,
+    on_brick: &Path,
+    gfid: Gfid,
+    done: &std::sync::atomic::AtomicBool,
+    allowed: &[&[u8]],
+) -> (usize, usize) {
+    let (mut zeros_seen, mut served) = (0, 0);
+    let len = allowed[0].len();
+    let t0 = Instant::now();
+    while !done.load(std::sync::atomic::Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(30)
+    {
+        let copy = fs::read(on_brick).unwrap_or_default();
+        if copy.len() == len && copy[len - 4096..].iter().all(|&b| b == 0) {
+            zeros_seen += 1;
+        }
+        let mut x = Xdata::new();
+        x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
+        let e = reader
+            .top()
+            .lookup(&cx(), Loc::inode(gfid), x)
+            .await
+            .unwrap();
+        if let Some(c) = e.xdata.get(performance::quick_read::CONTENT_KEY) {
+            served += 1;
+            assert!(
+                allowed.contains(&c),
+                "a lookup was handed a copy in the middle of its heal ({} zero bytes)",
+                c.iter().filter(|&&b| b == 0).count()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (zeros_seen, served)
+}
+
 /// Copies that disagree with nothing but dirty marks (a writer that could not record who
 /// missed what): heal picks the newest copy and rewrites the others. While a copy is being
 /// rewritten (emptied, then filled) no lookup may judge it good, or a reader could be handed
@@ -1685,35 +1724,8 @@ async fn a_copy_being_rewritten_by_heal_is_never_read_from() {
         r
     };
     let reader = client(&set).await;
-    let look = async {
-        let (mut zeros_seen, mut served) = (0, 0);
-        let t0 = Instant::now();
-        while !done.load(std::sync::atomic::Ordering::SeqCst)
-            && t0.elapsed() < Duration::from_secs(30)
-        {
-            let on_brick = fs::read(set.dirs[0].join("img")).unwrap_or_default();
-            if on_brick.len() == new.len() && on_brick[new.len() - 4096..].iter().all(|&b| b == 0) {
-                zeros_seen += 1;
-            }
-            let mut x = Xdata::new();
-            x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
-            let e = reader
-                .top()
-                .lookup(&cx(), Loc::inode(gfid), x)
-                .await
-                .unwrap();
-            if let Some(c) = e.xdata.get(performance::quick_read::CONTENT_KEY) {
-                served += 1;
-                assert!(
-                    c == new.as_slice() || c == old.as_slice(),
-                    "a lookup was handed a copy in the middle of its heal ({} zero bytes)",
-                    c.iter().filter(|&&b| b == 0).count()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (zeros_seen, served)
-    };
+    let (copy, allowed) = (set.dirs[0].join("img"), [new.as_slice(), old.as_slice()]);
+    let look = look_while_healing(&reader, &copy, gfid, &done, &allowed);
     let (r, (zeros_seen, served)) = tokio::join!(heal, look);
     let r = r.unwrap();
     assert!(zeros_seen > 0, "the test looked during a sink's rewrite");
@@ -1758,36 +1770,8 @@ async fn a_copy_being_made_again_on_a_wiped_brick_is_never_read_from() {
         r
     };
     let reader = client(&set).await;
-    let look = async {
-        let (mut zeros_seen, mut served) = (0, 0);
-        let t0 = Instant::now();
-        while !done.load(std::sync::atomic::Ordering::SeqCst)
-            && t0.elapsed() < Duration::from_secs(30)
-        {
-            let on_brick = fs::read(set.dirs[0].join("img")).unwrap_or_default();
-            if on_brick.len() == data.len() && on_brick[data.len() - 4096..].iter().all(|&b| b == 0)
-            {
-                zeros_seen += 1;
-            }
-            let mut x = Xdata::new();
-            x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
-            let e = reader
-                .top()
-                .lookup(&cx(), Loc::inode(gfid), x)
-                .await
-                .unwrap();
-            if let Some(c) = e.xdata.get(performance::quick_read::CONTENT_KEY) {
-                served += 1;
-                assert!(
-                    c == data.as_slice(),
-                    "a lookup was handed a copy being made ({} zero bytes)",
-                    c.iter().filter(|&&b| b == 0).count()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (zeros_seen, served)
-    };
+    let (copy, allowed) = (set.dirs[0].join("img"), [data.as_slice()]);
+    let look = look_while_healing(&reader, &copy, gfid, &done, &allowed);
     let (r, (zeros_seen, served)) = tokio::join!(heal, look);
     r.unwrap();
     assert!(

@@ -168,6 +168,15 @@ impl ReaddirAhead {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Runs `call`, a change through this graph, voiding prefetches asked for before it
+    /// ends (marked before and after, since a prefetch may overlap it).
+    async fn changing<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.changed();
+        let r = call.await;
+        self.changed();
+        r
+    }
+
     /// Takes the prefetch held for `fd`, if any.
     fn take(&self, fd: &Fd) -> Option<Prefetch> {
         let r = fd.ctx::<RdaFd>(FD_KEY)?;
@@ -312,13 +321,8 @@ impl Translator for ReaddirAhead {
         fd: Fd,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.changed();
-        let r = self
-            .child()?
-            .create(cx, loc, flags, mode, umask, fd, xdata)
-            .await;
-        self.changed();
-        r
+        self.changing(self.child()?.create(cx, loc, flags, mode, umask, fd, xdata))
+            .await
     }
 
     async fn mknod(
@@ -330,10 +334,8 @@ impl Translator for ReaddirAhead {
         umask: u32,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.changed();
-        let r = self.child()?.mknod(cx, loc, mode, rdev, umask, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.mknod(cx, loc, mode, rdev, umask, xdata))
+            .await
     }
 
     async fn mkdir(
@@ -344,24 +346,16 @@ impl Translator for ReaddirAhead {
         umask: u32,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.changed();
-        let r = self.child()?.mkdir(cx, loc, mode, umask, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.mkdir(cx, loc, mode, umask, xdata))
+            .await
     }
 
     async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
-        self.changed();
-        let r = self.child()?.unlink(cx, loc, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.unlink(cx, loc, xdata)).await
     }
 
     async fn rmdir(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
-        self.changed();
-        let r = self.child()?.rmdir(cx, loc, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.rmdir(cx, loc, xdata)).await
     }
 
     async fn symlink(
@@ -372,27 +366,17 @@ impl Translator for ReaddirAhead {
         umask: u32,
         xdata: Xdata,
     ) -> FopResult<Entry> {
-        self.changed();
-        let r = self
-            .child()?
-            .symlink(cx, link_target, loc, umask, xdata)
-            .await;
-        self.changed();
-        r
+        self.changing(self.child()?.symlink(cx, link_target, loc, umask, xdata))
+            .await
     }
 
     async fn rename(&self, cx: &Cx, old: Loc, new: Loc, flags: u32, xdata: Xdata) -> FopResult<()> {
-        self.changed();
-        let r = self.child()?.rename(cx, old, new, flags, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.rename(cx, old, new, flags, xdata))
+            .await
     }
 
     async fn link(&self, cx: &Cx, old: Loc, new: Loc, xdata: Xdata) -> FopResult<Entry> {
-        self.changed();
-        let r = self.child()?.link(cx, old, new, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.link(cx, old, new, xdata)).await
     }
 
     async fn setattr(
@@ -402,17 +386,13 @@ impl Translator for ReaddirAhead {
         attr: SetAttr,
         xdata: Xdata,
     ) -> FopResult<Iatt> {
-        self.changed();
-        let r = self.child()?.setattr(cx, target, attr, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.setattr(cx, target, attr, xdata))
+            .await
     }
 
     async fn truncate(&self, cx: &Cx, target: Target, size: u64, xdata: Xdata) -> FopResult<Iatt> {
-        self.changed();
-        let r = self.child()?.truncate(cx, target, size, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.truncate(cx, target, size, xdata))
+            .await
     }
 
     async fn write(
@@ -423,10 +403,8 @@ impl Translator for ReaddirAhead {
         data: Payload,
         xdata: Xdata,
     ) -> FopResult<Iatt> {
-        self.changed();
-        let r = self.child()?.write(cx, fd, offset, data, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.write(cx, fd, offset, data, xdata))
+            .await
     }
 
     async fn fallocate(
@@ -438,23 +416,16 @@ impl Translator for ReaddirAhead {
         len: u64,
         xdata: Xdata,
     ) -> FopResult<()> {
-        self.changed();
-        let r = self
-            .child()?
-            .fallocate(cx, fd, mode, offset, len, xdata)
-            .await;
-        self.changed();
-        r
+        self.changing(self.child()?.fallocate(cx, fd, mode, offset, len, xdata))
+            .await
     }
 
     async fn open(&self, cx: &Cx, loc: Loc, flags: i32, fd: Fd, xdata: Xdata) -> FopResult<()> {
         if flags & libc::O_TRUNC == 0 {
             return self.child()?.open(cx, loc, flags, fd, xdata).await;
         }
-        self.changed();
-        let r = self.child()?.open(cx, loc, flags, fd, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.open(cx, loc, flags, fd, xdata))
+            .await
     }
 
     async fn xattrop(
@@ -465,17 +436,12 @@ impl Translator for ReaddirAhead {
         xattrs: Xdata,
         xdata: Xdata,
     ) -> FopResult<Xdata> {
-        self.changed();
-        let r = self.child()?.xattrop(cx, target, op, xattrs, xdata).await;
-        self.changed();
-        r
+        self.changing(self.child()?.xattrop(cx, target, op, xattrs, xdata))
+            .await
     }
 
     async fn compound(&self, cx: &Cx, ops: Batch<Request>) -> FopResult<Batch<CompoundResult>> {
-        self.changed();
-        let r = self.child()?.compound(cx, ops).await;
-        self.changed();
-        r
+        self.changing(self.child()?.compound(cx, ops)).await
     }
 }
 
