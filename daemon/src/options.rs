@@ -610,6 +610,17 @@ pub const OPTIONS: &[VolOption] = &[
         check: None,
     },
     VolOption {
+        key: "performance.io-thread-count",
+        kind: OptionKind::Int { min: 1, max: 64 },
+        default: "16",
+        doc: "Threads of each brick process that serve requests and run their filesystem calls inline; a call that waits for the disk holds up one of them (a change restarts the bricks).",
+        targets: &[Target::Brick {
+            xlator: "storage/posix",
+            key: "io-threads",
+        }],
+        check: None,
+    },
+    VolOption {
         key: "server.max-inflight",
         kind: OptionKind::Int { min: 1, max: 65536 },
         default: "256",

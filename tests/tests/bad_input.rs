@@ -136,6 +136,25 @@ fn a_malformed_volfile_fails_with_the_node_and_key() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'p'") && err.contains("directory"), "{err}");
+    // A thread count out of range is refused, not replaced by the default.
+    let dir = tmp.path().join("b0");
+    fs::create_dir(&dir).unwrap();
+    let vf = write(
+        tmp.path(),
+        "threads.vol",
+        &format!(
+            "version: 1\nvolume: v\nrole: brick\ntop: p\ngraph:\n  - name: p\n    type: storage/posix\n    options:\n      directory: {}\n      init: on\n      io-threads: 0\n",
+            dir.display()
+        ),
+    );
+    let out = Command::new(bin("cairn-brickd"))
+        .arg("--volfile")
+        .arg(&vf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io-threads"), "{err}");
 }
 
 #[test]

@@ -141,6 +141,19 @@ async fn serve(vf: Volfile) -> Result<(), String> {
     Ok(())
 }
 
+/// The threads the brick runs: its storage translator's `io-threads` (filesystem calls run
+/// inline on them, see `storage/posix`). An unreadable value is left for the graph's own
+/// option check to report.
+fn io_threads(vf: &Volfile) -> usize {
+    vf.graph
+        .iter()
+        .find(|n| n.type_name == cairn_bricks::posix::TYPE.decl.type_name)
+        .and_then(|n| n.options.get("io-threads"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(16)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let vf = match volfile_from(&args) {
@@ -173,6 +186,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads(&vf))
         .enable_all()
         .build()
     {

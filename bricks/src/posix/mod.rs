@@ -6,8 +6,13 @@
 //! - [`data`]: open, read, write, fsync, fallocate, lseek.
 //! - [`dir`]: opendir, readdir(plus), fsyncdir.
 //!
-//! Filesystem calls block, so every fop runs on tokio's blocking pool; the translator
-//! itself only moves arguments there and the result back. The brick directory is checked
+//! Most fops touch only the page cache and finish in microseconds, so they run inline on the
+//! thread that received them: handing each one to another thread and back cost more CPU
+//! than the call itself (two context switches per fop). The brick process runs
+//! `io-threads` such threads (`performance.io-thread-count`), so a call that does wait for
+//! the disk (a cold inode, a cold read) holds up one of them, not the brick. Calls whose
+//! purpose is to wait for the device (fsync, fsyncdir, fallocate) go to tokio's blocking
+//! pool. The brick directory is checked
 //! when the node is built (see [`crate::layout::prepare`]): a brick refuses to start on a
 //! path that is not a directory, or on another volume's or brick's directory.
 
@@ -54,6 +59,13 @@ const OPTIONS: &[OptionSpec] = &[
         doc: "This brick's id; the brick refuses a directory that is another brick.",
     },
     OptionSpec {
+        key: "io-threads",
+        kind: OptionKind::Int { min: 1, max: 64 },
+        default: Some("16"),
+        doc: "Threads of the brick process that receive requests and run their filesystem calls \
+              (read by cairn-brickd when it starts).",
+    },
+    OptionSpec {
         key: "init",
         kind: OptionKind::Bool,
         default: Some("off"),
@@ -84,6 +96,7 @@ fn build(ctx: BuildCtx<'_>) -> Result<XlatorRef, String> {
         brick_id: o.str("brick-id").map_err(e)?.to_string(),
     };
     let init = o.bool("init").map_err(e)?;
+    o.int("io-threads").map_err(e)?;
     Ok(Arc::new(Posix::open(ctx.name, root, &identity, init)?))
 }
 
@@ -122,8 +135,16 @@ impl Posix {
         &self.store.root
     }
 
-    /// Runs `f` on the blocking pool.
+    /// Runs `f` here, on the thread that received the fop (see the module's notes).
     async fn run<T, F>(&self, f: F) -> FopResult<T>
+    where
+        F: FnOnce(&Store) -> FopResult<T>,
+    {
+        f(&self.store)
+    }
+
+    /// Runs `f` on the blocking pool: for calls that wait for the device.
+    async fn run_blocking<T, F>(&self, f: F) -> FopResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> FopResult<T> + Send + 'static,
@@ -290,17 +311,12 @@ impl Translator for Posix {
     }
 
     async fn fsync(&self, _cx: &Cx, fd: Fd, datasync: bool, _xdata: Xdata) -> FopResult<()> {
-        self.run(move |s| s.fsync(&fd, datasync)).await
+        self.run_blocking(move |s| s.fsync(&fd, datasync)).await
     }
 
     async fn release(&self, _cx: &Cx, fd: Fd) -> FopResult<()> {
-        // Closing can block (e.g. on NFS-backed disks); do it on the blocking pool.
-        let file = fd.take_ctx::<data::OpenFile>(data::CTX);
-        self.run(move |_| {
-            drop(file);
-            Ok(())
-        })
-        .await
+        drop(fd.take_ctx::<data::OpenFile>(data::CTX));
+        Ok(())
     }
 
     async fn opendir(&self, _cx: &Cx, loc: Loc, fd: Fd, _xdata: Xdata) -> FopResult<()> {
@@ -327,7 +343,7 @@ impl Translator for Posix {
     }
 
     async fn fsyncdir(&self, _cx: &Cx, fd: Fd, _datasync: bool, _xdata: Xdata) -> FopResult<()> {
-        self.run(move |s| s.fsyncdir(&fd)).await
+        self.run_blocking(move |s| s.fsyncdir(&fd)).await
     }
 
     async fn statfs(&self, _cx: &Cx, _loc: Loc, _xdata: Xdata) -> FopResult<Statfs> {
@@ -386,7 +402,8 @@ impl Translator for Posix {
         len: u64,
         _xdata: Xdata,
     ) -> FopResult<()> {
-        self.run(move |s| s.fallocate(&fd, mode, offset, len)).await
+        self.run_blocking(move |s| s.fallocate(&fd, mode, offset, len))
+            .await
     }
 
     async fn lseek(

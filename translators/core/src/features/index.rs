@@ -129,22 +129,20 @@ impl Index {
 
     async fn add_entry(&self, gfid: Gfid) {
         let path = self.dir.join(gfid.to_string());
-        let r = tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)
-        })
-        .await;
-        if let Ok(Err(e)) = r {
+        // Inline, like the brick's other filesystem calls (see storage/posix).
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path);
+        if let Err(e) = r {
             tracing::warn!(%gfid, error = %e, "cannot add an index entry");
         }
     }
 
     async fn remove_entry(&self, gfid: Gfid) {
         let path = self.dir.join(gfid.to_string());
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+        let _ = std::fs::remove_file(path);
     }
 
     /// Adds `n` to one dirty counter of `gfid`.
