@@ -516,7 +516,7 @@ pub const OPTIONS: &[VolOption] = &[
         key: "performance.quick-read-read-ahead",
         kind: OptionKind::Int { min: 0, max: 64 },
         default: "8",
-        doc: "Series read-ahead: when a client looks up the images of a directory in numbered order (IM-0001.dcm, IM-0002.dcm, ...), it fetches this many next ones in the background, content included, and answers their lookups, opens and reads from memory within the cache timeout (0: off).",
+        doc: "Series read-ahead: when a client opens the images of a directory for reading in numbered order (IM-0001.dcm, IM-0002.dcm, ...), it fetches this many next ones in the background, content included, and answers their lookups, opens and reads from memory within the cache timeout (0: off).",
         targets: &[Target::Client {
             xlator: "performance/quick-read",
             key: "read-ahead",

@@ -90,7 +90,7 @@ const OPTIONS: &[OptionSpec] = &[
         key: "read-ahead",
         kind: OptionKind::Int { min: 0, max: 64 },
         default: Some("8"),
-        doc: "When names of one directory are looked up in numbered order (IM-0001, IM-0002, ...), fetch this many next ones ahead, content included (0: never).",
+        doc: "When files of one directory are opened for reading in numbered order (IM-0001, IM-0002, ...), fetch this many next ones ahead, content included (0: never). Lookups alone (a stat, a delete) fetch nothing.",
     },
     OptionSpec {
         key: "cache-size",
@@ -336,8 +336,11 @@ impl Numbered {
 /// Series read-ahead state.
 #[derive(Default)]
 struct Ahead {
-    /// Per directory, the last numbered name looked up.
+    /// Per directory, the last numbered name opened for reading.
     last: HashMap<Gfid, Numbered>,
+    /// The numbered names files were last looked up by: an open comes by gfid, and its
+    /// name tells where the series goes on.
+    names: HashMap<Gfid, (Gfid, String)>,
     /// What read-ahead found: (directory, name) → attributes and when.
     entries: HashMap<(Gfid, String), (Iatt, Instant)>,
     /// The names of those entries by gfid, to drop them when the file changes.
@@ -357,6 +360,7 @@ impl Ahead {
     }
 
     fn forget_gfid(&mut self, gfid: Gfid) {
+        self.names.remove(&gfid);
         if let Some(key) = self.by_gfid.remove(&gfid) {
             self.entries.remove(&key);
         }
@@ -558,8 +562,36 @@ impl Shared {
         (at.elapsed() < self.cfg.timeout).then_some(ia)
     }
 
-    /// Called after `name` of `parent` was looked up: when it follows the directory's last
-    /// looked-up name in number, the next `read-ahead` names are fetched in the background.
+    /// Remembers the name `gfid` was looked up by, when it is numbered (see `opened`).
+    fn named(&self, gfid: Gfid, parent: Gfid, name: &str) {
+        if self.cfg.read_ahead == 0 || Numbered::parse(name).is_none() {
+            return;
+        }
+        if let Ok(mut a) = self.ahead.lock() {
+            if a.names.len() >= AHEAD_MAX {
+                a.names.clear();
+            }
+            a.names.insert(gfid, (parent, name.to_string()));
+        }
+    }
+
+    /// Called when `gfid` is opened for reading: when its name follows, in number, the last
+    /// name opened in its directory, the next `read-ahead` names are fetched in the
+    /// background. Opens, not lookups, drive it: a scan that only looks names up (a stat of
+    /// every image, a delete) must not fetch the content of what follows.
+    fn opened(self: &Arc<Self>, child: &XlatorRef, cx: &Cx, gfid: Gfid) {
+        let named = self
+            .ahead
+            .lock()
+            .ok()
+            .and_then(|a| a.names.get(&gfid).cloned());
+        if let Some((parent, name)) = named {
+            self.read_ahead(child, cx, parent, &name);
+        }
+    }
+
+    /// After `name` of `parent` was opened for reading: fetches the next names when it
+    /// follows the directory's last one (see `opened`).
     fn read_ahead(self: &Arc<Self>, child: &XlatorRef, cx: &Cx, parent: Gfid, name: &str) {
         let k = u64::from(self.cfg.read_ahead);
         if k == 0 || self.cfg.timeout.is_zero() {
@@ -749,7 +781,7 @@ impl Translator for QuickRead {
             && let Some(iatt) = self.s.take_ahead(*p, n)
         {
             self.s.stats.lookups_served.fetch_add(1, Ordering::Relaxed);
-            self.s.read_ahead(self.child()?, cx, *p, n);
+            self.s.named(iatt.gfid, *p, n);
             return Ok(Entry {
                 iatt,
                 xdata: Xdata::new(),
@@ -766,7 +798,7 @@ impl Translator for QuickRead {
         if let Some((p, n)) = &named
             && e.iatt.kind == FileKind::File
         {
-            self.s.read_ahead(self.child()?, cx, *p, n);
+            self.s.named(e.iatt.gfid, *p, n);
         }
         Ok(e)
     }
@@ -780,6 +812,7 @@ impl Translator for QuickRead {
         if internal(cx) {
             return self.child()?.open(cx, loc, flags, fd, xdata).await;
         }
+        self.s.opened(self.child()?, cx, gfid);
         if let Some(c) = self.s.fresh(gfid) {
             tracing::trace!(%gfid, "open answered from held content");
             self.s.stats.opens_served.fetch_add(1, Ordering::Relaxed);

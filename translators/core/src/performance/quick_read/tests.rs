@@ -601,6 +601,27 @@ async fn an_entry_read_ahead_longer_ago_than_the_timeout_is_looked_up_again() {
 }
 
 #[tokio::test]
+async fn looking_a_series_up_in_order_without_opening_it_fetches_nothing_ahead() {
+    // What `stat` of every image, or a delete of a series, sends: lookups in order, and no
+    // open. Fetching the next images' content for them would be wasted.
+    let store = Store::new();
+    let images = series(&store, 8, 100 * 1024);
+    let qr = over(&store, cfg());
+    for (name, _) in &images {
+        qr.lookup(&cx(), Loc::entry(Gfid::ROOT, name), Xdata::new())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(qr.counters().read_ahead, 0);
+    // Opening them in order then does.
+    for (name, body) in &images[..2] {
+        assert!(&read_file(&qr, name).await == body);
+    }
+    fetched_ahead(&qr, 6).await;
+}
+
+#[tokio::test]
 async fn lookups_out_of_order_fetch_nothing_ahead() {
     let store = Store::new();
     let images = series(&store, 6, 1024);
