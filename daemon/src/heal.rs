@@ -9,7 +9,9 @@
 //! crawls the whole tree instead, which rebuilds a replaced or wiped brick.
 //!
 //! Dirty marks without blame belong to changes in flight; the worker treats them as stale
-//! (and settles them) only once their index entry is older than [`STALE_DIRTY`].
+//! (and settles them) only once their index entry is older than [`STALE_DIRTY`], or older
+//! than the brick's current process: a brick restarted mid-change keeps marks no one will
+//! clear, and those are settled on the first pass after it is back.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -107,35 +109,47 @@ impl Worker {
     }
 }
 
-/// The replica sets (by index) a node's bricks belong to, with their brick paths.
-fn local_sets(v: &VolumeConfig, host: &str) -> Vec<(usize, String)> {
+/// A node's bricks of a volume: (replica set index, brick id, brick path).
+fn local_sets(v: &VolumeConfig, host: &str) -> Vec<(usize, String, String)> {
     let r = v.replica.max(1) as usize;
     v.bricks
         .iter()
         .enumerate()
         .filter(|(_, b)| b.host == host)
-        .map(|(i, b)| (i / r, b.path.clone()))
+        .map(|(i, b)| (i / r, b.id.clone(), b.path.clone()))
         .collect()
 }
 
-/// Index entries of a brick, with their age.
-fn index_entries(brick: &Path) -> Vec<(Gfid, Duration)> {
+/// Index entries of a brick, with when each was made.
+fn index_entries(brick: &Path) -> Vec<(Gfid, SystemTime)> {
     let Ok(rd) = std::fs::read_dir(brick.join(".cairn/indices")) else {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| {
             let g = Gfid::parse(&e.file_name().to_string_lossy())?;
-            let age = e
-                .metadata()
-                .ok()?
-                .modified()
-                .ok()?
-                .elapsed()
-                .unwrap_or_default();
-            Some((g, age))
+            Some((g, e.metadata().ok()?.modified().ok()?))
         })
         .collect()
+}
+
+/// Which dirty marks of one brick heal may settle (see [`STALE_DIRTY`]).
+struct Staleness {
+    /// When the brick's current process started (its pid file was written), if known.
+    brick_started: Option<SystemTime>,
+}
+
+impl Staleness {
+    /// Whether an index entry made at `made` may hold marks whose owners are gone: it is
+    /// older than [`STALE_DIRTY`], or older than the brick process itself. A restarted brick
+    /// dropped every open file and connection, so the request that made such a mark is over:
+    /// its clear went to the old process, or never came. A change still running marks again
+    /// on the new process, and heal settles under the same lock its writer takes, so settling
+    /// early never races it.
+    fn stale(&self, made: SystemTime) -> bool {
+        made.elapsed().unwrap_or_default() >= STALE_DIRTY
+            || self.brick_started.is_some_and(|s| made < s)
+    }
 }
 
 /// Whether `gfid` is a directory on `brick` (its handle is a directory symlink).
@@ -313,7 +327,7 @@ impl Daemon {
         let Ok(me) = self.me() else { return 0 };
         local_sets(v, &me.host)
             .iter()
-            .map(|(_, path)| index_entries(Path::new(path)).len() as u64)
+            .map(|(_, _, path)| index_entries(Path::new(path)).len() as u64)
             .sum()
     }
 
@@ -351,7 +365,7 @@ impl Daemon {
         let sets = local_sets(v, &host);
         if full {
             // Crawl each local replica set's tree from the root.
-            for (set, _) in &sets {
+            for (set, _, _) in &sets {
                 let Some(afr) = afrs.get(*set) else { continue };
                 let policy = afr.favorite_child().clone();
                 let mut queue = VecDeque::from([Gfid::ROOT]);
@@ -373,9 +387,14 @@ impl Daemon {
                 }
             }
         } else {
-            for (set, path) in &sets {
+            for (set, brick_id, path) in &sets {
                 let Some(afr) = afrs.get(*set) else { continue };
                 let policy = afr.favorite_child().clone();
+                let staleness = Staleness {
+                    brick_started: std::fs::metadata(self.supervisor.files(&v.name, brick_id).pid)
+                        .and_then(|m| m.modified())
+                        .ok(),
+                };
                 // Directories first: their entry heal creates the files a brick missed,
                 // with their contents, and settles most of the files' own entries. Then
                 // the index is read again for what is left.
@@ -385,7 +404,7 @@ impl Daemon {
                     .partition(|(g, _)| is_dir_on(brick, *g));
                 let mut queue: VecDeque<(Gfid, bool)> = dirs
                     .into_iter()
-                    .map(|(g, age)| (g, age >= STALE_DIRTY))
+                    .map(|(g, made)| (g, staleness.stale(made)))
                     .collect();
                 let mut seen = BTreeSet::new();
                 let mut files_listed = false;
@@ -399,7 +418,7 @@ impl Daemon {
                             index_entries(brick)
                                 .into_iter()
                                 .filter(|(g, _)| !seen.contains(g))
-                                .map(|(g, age)| (g, age >= STALE_DIRTY)),
+                                .map(|(g, made)| (g, staleness.stale(made))),
                         );
                         continue;
                     }

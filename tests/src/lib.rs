@@ -728,7 +728,10 @@ impl Netns {
         for i in 1..=n {
             let ns = format!("cairn-{tag}-{i}");
             let veth = format!("vc{tag}{i}");
+            // Leftovers of a run that was killed before its Drop: its namespace, and a
+            // veth whose peer outlived it.
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            let _ = Command::new("ip").args(["link", "del", &veth]).output();
             sh(&format!(
                 "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
                  ip link set {veth} master {bridge} up && \

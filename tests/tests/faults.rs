@@ -137,6 +137,7 @@ impl Cluster {
     /// rarely empty, but nothing stays in it across three samples two seconds apart.
     fn heal_settled_under_load(&self, limit: Duration) -> bool {
         let mut seen: Vec<BTreeSet<String>> = Vec::new();
+        let mut stuck: Vec<String> = Vec::new();
         let ok = eventually(limit, || {
             let _ = self.nodes[0].cli(&["volume", "heal", VOL]);
             std::thread::sleep(Duration::from_secs(2));
@@ -151,12 +152,18 @@ impl Cluster {
             if seen.len() > 3 {
                 seen.remove(0);
             }
-            seen.len() == 3
-                && seen[0]
-                    .iter()
-                    .all(|g| !seen[1].contains(g) || !seen[2].contains(g))
+            if seen.len() < 3 {
+                return false;
+            }
+            stuck = seen[0]
+                .iter()
+                .filter(|g| seen[1].contains(*g) && seen[2].contains(*g))
+                .cloned()
+                .collect();
+            stuck.is_empty()
         });
         if !ok {
+            eprintln!("pending through the last three looks: {stuck:?}");
             eprintln!("still pending: {:?}", self.heal_entries());
         }
         ok

@@ -1,6 +1,6 @@
 //! Self-heal with real daemons, bricks, mounts and the CLI: a brick killed during an
 //! ingest, two bricks down, split-brain and its policies, a wiped brick rebuilt, a brick
-//! that hangs.
+//! that hangs, and the dirty marks a restarted brick kept.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -459,4 +459,91 @@ fn heal_diagnostics(s: &Setup) -> String {
     }
     out.push_str(&s.nodes[0].log_text());
     out
+}
+
+/// Leaves on brick `i` a data dirty mark on `name` and its index entry, as a write whose
+/// clear never reached that brick does. Returns the copy and the index entry.
+fn leave_dirty_mark(s: &Setup, i: usize, name: &str) -> (PathBuf, PathBuf) {
+    let copy = s.bricks[i].join(name);
+    let mut one = vec![0u8; 24];
+    one[7] = 1;
+    rustix::fs::lsetxattr(
+        &copy,
+        "trusted.cairn.afr.dirty",
+        &one,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let mut g = [0u8; 16];
+    rustix::fs::lgetxattr(&copy, "trusted.cairn.gfid", &mut g).unwrap();
+    let entry = s.bricks[i]
+        .join(".cairn/indices")
+        .join(cairn_translators::Gfid(g).to_string());
+    fs::write(&entry, b"").unwrap();
+    (copy, entry)
+}
+
+/// The dirty counters (data, metadata, entry) of a copy.
+fn dirty_of(copy: &Path) -> [i64; 3] {
+    let mut raw = [0u8; 24];
+    match rustix::fs::lgetxattr(copy, "trusted.cairn.afr.dirty", &mut raw) {
+        Ok(_) => cairn_translators::features::index::read_counters(&raw),
+        Err(_) => [0; 3],
+    }
+}
+
+/// Heal passes node 0's worker has finished.
+fn heal_runs(s: &Setup) -> u64 {
+    let out = s.nodes[0].ok(&["--json", "volume", "heal", "h", "statistics"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .and_then(|a| a.iter().find(|n| n["host"] == s.nodes[0].host.as_str()))
+        .and_then(|n| n["runs"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn marks_a_brick_kept_from_before_its_restart_are_settled_at_once_and_fresh_ones_are_left() {
+    let s = setup(16, &[]);
+    let m = mount(&s);
+    fs::write(m.path.join("orphan.dcm"), pattern(40_000, 1)).unwrap();
+    fs::write(m.path.join("in-flight.dcm"), pattern(40_000, 2)).unwrap();
+    drop(m);
+    // A mark whose clear never came; then the brick dies (supervision restarts it).
+    let orphan = leave_dirty_mark(&s, 0, "orphan.dcm");
+    let pid = brick_pid(&s, 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || brick_pid(&s, 0) > 0
+            && brick_pid(&s, 0) != pid),
+        "supervision restarted the brick"
+    );
+    // A mark made on the brick's new process: a change in flight, for all heal knows.
+    let fresh = leave_dirty_mark(&s, 0, "in-flight.dcm");
+    let runs = heal_runs(&s);
+    // Both marks are far younger than a minute (STALE_DIRTY), which is how long heal leaves
+    // a mark to its owner; the orphan's owner is gone with the old process.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let _ = s.nodes[0].cli(&["volume", "heal", "h"]);
+            !orphan.1.exists() && heal_runs(&s) >= runs + 2
+        }),
+        "the orphaned mark is settled by the next passes\n{}",
+        heal_diagnostics(&s)
+    );
+    assert_eq!(dirty_of(&orphan.0), [0, 0, 0]);
+    assert!(
+        fresh.1.exists(),
+        "a mark made on the current process stays listed"
+    );
+    assert_eq!(
+        dirty_of(&fresh.0),
+        [1, 0, 0],
+        "and is left to its owner to clear"
+    );
+    assert_eq!(fs::read(&orphan.0).unwrap(), pattern(40_000, 1));
 }
