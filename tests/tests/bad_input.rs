@@ -128,13 +128,7 @@ fn a_malformed_volfile_fails_with_the_node_and_key() {
         "brick.vol",
         "version: 1\nvolume: v\nrole: brick\ntop: p\ngraph:\n  - name: p\n    type: storage/posix\n    options:\n      directory: relative/path\n",
     );
-    let out = Command::new(bin("cairn-brickd"))
-        .arg("--volfile")
-        .arg(&vf)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = brickd_refuses(&vf);
     assert!(err.contains("'p'") && err.contains("directory"), "{err}");
     // A thread count out of range is refused, not replaced by the default.
     let dir = tmp.path().join("b0");
@@ -147,14 +141,19 @@ fn a_malformed_volfile_fails_with_the_node_and_key() {
             dir.display()
         ),
     );
+    let err = brickd_refuses(&vf);
+    assert!(err.contains("io-threads"), "{err}");
+}
+
+/// Starts `cairn-brickd` on the volfile `vf`, which it must refuse (exit 1); its message.
+fn brickd_refuses(vf: &Path) -> String {
     let out = Command::new(bin("cairn-brickd"))
         .arg("--volfile")
-        .arg(&vf)
+        .arg(vf)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("io-threads"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{}", vf.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

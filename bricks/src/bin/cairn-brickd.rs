@@ -145,13 +145,23 @@ async fn serve(vf: Volfile) -> Result<(), String> {
 /// inline on them, see `storage/posix`). An unreadable value is left for the graph's own
 /// option check to report.
 fn io_threads(vf: &Volfile) -> usize {
-    vf.graph
+    let decl = &cairn_bricks::posix::TYPE.decl;
+    let given = vf
+        .graph
         .iter()
-        .find(|n| n.type_name == cairn_bricks::posix::TYPE.decl.type_name)
-        .and_then(|n| n.options.get("io-threads"))
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| (1..=64).contains(n))
-        .unwrap_or(16)
+        .find(|n| n.type_name == decl.type_name)
+        .and_then(|n| n.options.get("io-threads"));
+    // The option's own spec: its range checks the given value, its default stands in for
+    // a missing or bad one.
+    let spec = decl.options.iter().find(|s| s.key == "io-threads");
+    let parse = |text: &str| match spec.map(|s| s.kind.parse(text)) {
+        Some(Ok(cairn_volfiles::OptionValue::Int(n))) => usize::try_from(n).ok(),
+        _ => None,
+    };
+    given
+        .and_then(|t| parse(t))
+        .or_else(|| spec.and_then(|s| s.default).and_then(parse))
+        .unwrap_or(1)
 }
 
 fn main() -> ExitCode {
