@@ -1795,3 +1795,112 @@ async fn a_copy_being_made_again_on_a_wiped_brick_is_never_read_from() {
     reader.stop().await;
     g.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_costs_one_round_trip_per_brick() {
+    let set = start_set_with(true);
+    let g = client(&set).await;
+    let top = g.top();
+    for i in 0..5 {
+        put(
+            top,
+            Gfid::ROOT,
+            &format!("IM{i}.dcm"),
+            &pattern(57 * 1024, i),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    requests(&g);
+    for i in 0..5 {
+        let name = format!("IM{i}.dcm");
+        top.unlink(&cx(), Loc::entry(Gfid::ROOT, name.as_str()), Xdata::new())
+            .await
+            .unwrap();
+        // Unlocks and other background requests would show up here too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(requests(&g), vec![1, 1, 1], "unlink: one request per brick");
+        for d in &set.dirs {
+            assert!(
+                !d.join(&name).exists(),
+                "{name} is gone from {}",
+                d.display()
+            );
+        }
+    }
+    let gone = top
+        .unlink(&cx(), Loc::entry(Gfid::ROOT, "IM0.dcm"), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(gone.errno, libc::ENOENT);
+    g.stop().await;
+}
+
+/// What each brick holds under `name`: its gfid, or `None`.
+fn held(set: &Set, name: &str) -> Vec<Option<Vec<u8>>> {
+    set.dirs
+        .iter()
+        .map(|d| xattr(&d.join(name), "trusted.cairn.gfid"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlinks_racing_renames_and_creates_of_the_name_leave_every_brick_agreeing() {
+    let set = start_set();
+    // Client a is slow to brick 0, client b to brick 2: a's unlink reaches brick 0 while b's
+    // rename or create may hold the name there, after it already removed the file elsewhere.
+    let a = client_slow_on(&set, 0, 150).await;
+    let b = client_slow_on(&set, 2, 150).await;
+    for i in 0..6 {
+        let (victim, incoming) = (format!("victim-{i}"), format!("incoming-{i}"));
+        put(a.top(), Gfid::ROOT, &victim, b"old").await.unwrap();
+        let renamed = i % 2 == 0;
+        if renamed {
+            put(a.top(), Gfid::ROOT, &incoming, b"new").await.unwrap();
+        }
+        let (ta, tb) = (Arc::clone(a.top()), Arc::clone(b.top()));
+        let (v1, v2, inc) = (victim.clone(), victim.clone(), incoming.clone());
+        let r1 = tokio::spawn(async move {
+            ta.unlink(&cx(), Loc::entry(Gfid::ROOT, v1.as_str()), Xdata::new())
+                .await
+        });
+        let r2 = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if renamed {
+                tb.rename(
+                    &cx(),
+                    Loc::entry(Gfid::ROOT, inc.as_str()),
+                    Loc::entry(Gfid::ROOT, v2.as_str()),
+                    0,
+                    Xdata::new(),
+                )
+                .await
+                .map(|()| None)
+            } else {
+                put(&tb, Gfid::ROOT, &v2, b"new").await.map(Some)
+            }
+        });
+        let (r1, r2) = (r1.await.unwrap(), r2.await.unwrap());
+        let now = held(&set, &victim);
+        assert!(
+            now.iter().all(|g| *g == now[0]),
+            "{victim}: bricks disagree after unlink {r1:?} and {} {r2:?}: {now:?}",
+            if renamed { "rename" } else { "create" }
+        );
+        if r2.is_ok() && now[0].is_some() {
+            let copies: Vec<Vec<u8>> = set
+                .dirs
+                .iter()
+                .map(|d| fs::read(d.join(&victim)).unwrap())
+                .collect();
+            assert!(copies.iter().all(|c| c == b"new"), "{victim}: {copies:?}");
+        }
+        if renamed {
+            assert!(r2.is_ok(), "the rename succeeds: {r2:?}");
+            assert_eq!(held(&set, &incoming), vec![None, None, None]);
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}

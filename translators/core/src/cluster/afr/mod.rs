@@ -13,6 +13,7 @@
 
 mod create;
 pub mod heal;
+mod remove;
 pub mod txn;
 
 use std::collections::HashMap;
@@ -1442,20 +1443,22 @@ impl Translator for Afr {
     }
 
     async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
-        let (parent, name) = loc.parent_and_name()?;
+        let (parent, _) = loc.parent_and_name()?;
         let x = with_dirty(xdata, ENTRY);
-        self.entry_op(
-            cx,
-            "unlink",
-            &[parent],
-            &[(parent, name.to_string())],
-            &|_| Request::Unlink {
-                loc: loc.clone(),
-                xdata: x.clone(),
-            },
-        )
-        .await
-        .map(|_| ())
+        let targets = self.quorum("unlink")?;
+        // One round trip unless the name is contended (see remove.rs).
+        let removed = self.remove_name(cx, &targets, &loc, &x).await?;
+        for (&i, &n) in removed.applied.iter().filter(|(_, n)| **n > 0) {
+            self.changelog.clear_later(i, parent, ENTRY, n);
+        }
+        let out = Outcome::from(removed.results);
+        if out.ok.is_empty() {
+            return Err(out.error());
+        }
+        self.settle(parent, ENTRY, &targets, &out, &HashMap::new(), false)
+            .await;
+        self.acknowledged(&out, false)?;
+        Ok(())
     }
 
     async fn rmdir(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {
