@@ -353,10 +353,7 @@ impl Store {
             ));
         }
         let obj = self.resolve(target)?;
-        let _guard = self
-            .xattrop_lock
-            .lock()
-            .map_err(|_| FopError::eio("xattrop lock poisoned"))?;
+        let _guard = self.xattrop_lock(obj.gfid())?;
         let mut out = Xdata::new();
         for (name, delta) in xattrs.iter() {
             if delta.len() % 8 != 0 {

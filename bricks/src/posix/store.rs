@@ -28,9 +28,13 @@ pub struct Store {
     pub root: PathBuf,
     /// Directory gfid → (parent gfid, name), mirroring the `.cairn/dirs` symlinks.
     dirs: Mutex<HashMap<Gfid, (Gfid, String)>>,
-    /// Serialises read-modify-write of counters (xattrop).
-    pub xattrop_lock: Mutex<()>,
+    /// Serialise read-modify-write of counters (xattrop) per object: one of these by the
+    /// object's gfid, so changes of different objects never wait for each other.
+    xattrop_locks: Vec<Mutex<()>>,
 }
+
+/// Stripes of the xattrop lock.
+const XATTROP_STRIPES: usize = 64;
 
 /// An `io::Error` as a fop error, with the path (relative to the brick) for context.
 pub fn io_error(e: &io::Error, what: &str, path: &Path) -> FopError {
@@ -113,8 +117,22 @@ impl Store {
         Store {
             root,
             dirs: Mutex::new(HashMap::new()),
-            xattrop_lock: Mutex::new(()),
+            xattrop_locks: (0..XATTROP_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The lock under which the counters of `gfid` are read, changed and written back.
+    pub fn xattrop_lock(&self, gfid: Gfid) -> FopResult<std::sync::MutexGuard<'_, ()>> {
+        let stripe = u64::from_le_bytes([
+            gfid.0[8], gfid.0[9], gfid.0[10], gfid.0[11], gfid.0[12], gfid.0[13], gfid.0[14],
+            gfid.0[15],
+        ]) as usize
+            % XATTROP_STRIPES;
+        self.xattrop_locks
+            .get(stripe)
+            .ok_or_else(|| FopError::eio("no xattrop lock stripe"))?
+            .lock()
+            .map_err(|_| FopError::eio("xattrop lock poisoned"))
     }
 
     /// Remembers where a directory is.
@@ -199,6 +217,10 @@ impl Store {
         }
         if gfid.is_null() {
             return Err(FopError::invalid("operation on the null gfid"));
+        }
+        // A directory this brick knows needs no look at the file handles (which it lacks).
+        if self.dirs.lock().is_ok_and(|d| d.contains_key(&gfid)) {
+            return self.dir_path(gfid);
         }
         let handle = file_handle(&self.root, gfid);
         match fs::symlink_metadata(&handle) {

@@ -542,11 +542,14 @@ async fn xattrs_user_namespace_and_protected_identity() {
     );
 }
 
-#[tokio::test]
+// Many threads, and the object reached both by gfid and by name: the counters' lock is
+// the object's, whatever path a request takes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn xattrop_adds_counters_atomically() {
     let (_dir, p) = brick();
     let g = mkfile(&p, Gfid::ROOT, "f", b"").await;
     let t = Target::Loc(Loc::inode(g));
+    let by_name = Target::Loc(Loc::entry(Gfid::ROOT, "f"));
     let add = |a: i64, b: i64| {
         let mut x = Xdata::new();
         x.set(
@@ -557,8 +560,13 @@ async fn xattrop_adds_counters_atomically() {
     };
     let mut tasks = Vec::new();
     let p = Arc::new(p);
-    for _ in 0..50 {
-        let (p, t) = (Arc::clone(&p), t.clone());
+    for i in 0..400 {
+        let t = if i % 2 == 0 {
+            t.clone()
+        } else {
+            by_name.clone()
+        };
+        let p = Arc::clone(&p);
         let x = add(1, -2);
         tasks.push(tokio::spawn(async move {
             p.xattrop(&Cx::default(), t, XattropOp::AddArray64, x, Xdata::new())
@@ -580,8 +588,8 @@ async fn xattrop_adds_counters_atomically() {
         .await
         .unwrap();
     let v = out.get("trusted.cairn.test.pending").unwrap();
-    assert_eq!(i64::from_be_bytes(v[..8].try_into().unwrap()), 50);
-    assert_eq!(i64::from_be_bytes(v[8..].try_into().unwrap()), -100);
+    assert_eq!(i64::from_be_bytes(v[..8].try_into().unwrap()), 400);
+    assert_eq!(i64::from_be_bytes(v[8..].try_into().unwrap()), -800);
     let mut odd = Xdata::new();
     odd.set("trusted.cairn.test.x", vec![1, 2, 3]);
     assert_eq!(
