@@ -36,7 +36,6 @@ use crate::error::{FopError, FopResult};
 use crate::features::index::{AFR_PREFIX, read_counters};
 use crate::types::*;
 use crate::wire::{Reply, Request};
-use crate::xlator::XlatorRef;
 
 /// One create, as `Afr::create` hands it over.
 pub(super) struct NewFile<'a> {
@@ -179,45 +178,11 @@ impl Afr {
         ours: Gfid,
         mut applied: HashMap<usize, i64>,
     ) -> Created {
-        let mut locked = Vec::new();
-        let mut failed: Vec<(usize, FopResult<Reply>)> = Vec::new();
-        for &i in targets {
-            let Some(c) = self.children.get(i) else {
-                continue;
-            };
-            match crate::wire::dispatch(
-                &**c,
-                lcx,
-                entrylk(f.parent, f.name, LockWait::Wait, LockType::Write),
-            )
-            .await
-            {
-                Ok(_) => locked.push(i),
-                Err(e) => failed.push((i, Err(e))),
-            }
-        }
+        let (locked, failed) =
+            txn::entrylk_in_order(&self.children, lcx, f.parent, f.name, targets).await;
         let mut results = self.create_locked(cx, &locked, f, ours, &mut applied).await;
         // Unlocks go out in the background.
-        let unlock: Vec<(XlatorRef, Cx)> = locked
-            .iter()
-            .filter_map(|&i| self.children.get(i).cloned())
-            .map(|c| (c, lcx.clone()))
-            .collect();
-        let (parent, name) = (f.parent, f.name.to_string());
-        tokio::spawn(async move {
-            join_all(unlock.into_iter().map(|(c, lcx)| {
-                let name = name.clone();
-                async move {
-                    let _ = crate::wire::dispatch(
-                        &*c,
-                        &lcx,
-                        entrylk(parent, &name, LockWait::NoWait, LockType::Unlock),
-                    )
-                    .await;
-                }
-            }))
-            .await;
-        });
+        txn::entry_unlock_later(&self.children, lcx, f.parent, f.name, &locked);
         results.extend(failed);
         Created {
             out: Outcome::from(results),

@@ -127,23 +127,8 @@ impl Afr {
             .filter(|f| f.result.is_ok())
             .filter_map(|f| f.held)
             .collect();
-        let mut locked = Vec::new();
-        let mut results: Vec<(usize, FopResult<Reply>)> = Vec::new();
-        for &i in targets {
-            let Some(c) = self.children.get(i) else {
-                continue;
-            };
-            match crate::wire::dispatch(
-                &**c,
-                &lcx,
-                entrylk(parent, name, LockWait::Wait, LockType::Write),
-            )
-            .await
-            {
-                Ok(_) => locked.push(i),
-                Err(e) => results.push((i, Err(e))),
-            }
-        }
+        let (locked, mut results) =
+            txn::entrylk_in_order(&self.children, &lcx, parent, name, targets).await;
         let settled = if victims.is_empty() {
             // Nothing removed yet: the unlink runs everywhere, under every lock.
             txn::fan(&self.children, cx, &locked, &|_| unlink()).await
@@ -204,26 +189,7 @@ impl Afr {
         }
         results.extend(settled);
         // Unlocks go out in the background.
-        let unlock: Vec<(crate::xlator::XlatorRef, Cx)> = locked
-            .iter()
-            .filter_map(|&i| self.children.get(i).cloned())
-            .map(|c| (c, lcx.clone()))
-            .collect();
-        let name = name.to_string();
-        tokio::spawn(async move {
-            join_all(unlock.into_iter().map(|(c, lcx)| {
-                let name = name.clone();
-                async move {
-                    let _ = crate::wire::dispatch(
-                        &*c,
-                        &lcx,
-                        entrylk(parent, &name, LockWait::NoWait, LockType::Unlock),
-                    )
-                    .await;
-                }
-            }))
-            .await;
-        });
+        txn::entry_unlock_later(&self.children, &lcx, parent, name, &locked);
         Ok(Removed { results, applied })
     }
 }

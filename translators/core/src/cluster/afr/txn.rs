@@ -88,6 +88,67 @@ pub fn entrylk(parent: Gfid, name: &str, wait: LockWait, kind: LockType) -> Requ
     }
 }
 
+/// Takes the entry lock on `parent/name` on each of `targets`, one brick after the other in
+/// brick order, waiting (the order every client uses, so two never wait for each other).
+/// Returns the bricks locked and, for the others, why not.
+pub async fn entrylk_in_order(
+    children: &[XlatorRef],
+    lcx: &Cx,
+    parent: Gfid,
+    name: &str,
+    targets: &[usize],
+) -> (Vec<usize>, Vec<(usize, FopResult<Reply>)>) {
+    let mut locked = Vec::new();
+    let mut failed = Vec::new();
+    for &i in targets {
+        let Some(c) = children.get(i) else {
+            continue;
+        };
+        match crate::wire::dispatch(
+            &**c,
+            lcx,
+            entrylk(parent, name, LockWait::Wait, LockType::Write),
+        )
+        .await
+        {
+            Ok(_) => locked.push(i),
+            Err(e) => failed.push((i, Err(e))),
+        }
+    }
+    (locked, failed)
+}
+
+/// Releases the entry lock on `parent/name` held by `lcx` on `locked`, in the background:
+/// the caller does not wait for it.
+pub fn entry_unlock_later(
+    children: &[XlatorRef],
+    lcx: &Cx,
+    parent: Gfid,
+    name: &str,
+    locked: &[usize],
+) {
+    let unlock: Vec<(XlatorRef, Cx)> = locked
+        .iter()
+        .filter_map(|&i| children.get(i).cloned())
+        .map(|c| (c, lcx.clone()))
+        .collect();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        join_all(unlock.into_iter().map(|(c, lcx)| {
+            let name = name.clone();
+            async move {
+                let _ = crate::wire::dispatch(
+                    &*c,
+                    &lcx,
+                    entrylk(parent, &name, LockWait::NoWait, LockType::Unlock),
+                )
+                .await;
+            }
+        }))
+        .await;
+    });
+}
+
 /// A compound on one child, its results as a list.
 pub async fn compound(child: &XlatorRef, cx: &Cx, ops: Vec<Request>) -> Vec<CompoundResult> {
     let n = ops.len();
