@@ -40,6 +40,9 @@ const POLL: Duration = Duration::from_secs(2);
 /// How soon entries left by a pass are tried again (with every brick up).
 const RETRY: Duration = Duration::from_secs(5);
 
+/// Failed entries whose reason a pass logs at warn level (the rest go to debug).
+const FAILURES_LOGGED: u64 = 3;
+
 /// One volume's worker on this node.
 pub struct Worker {
     volume: String,
@@ -463,7 +466,13 @@ impl Daemon {
                             }
                             Err(e) => {
                                 failed += 1;
-                                tracing::debug!(volume = %v.name, %g, error = %e, "heal failed");
+                                // The first few reasons of each pass, so a stuck entry says
+                                // why without flooding the log.
+                                if failed <= FAILURES_LOGGED {
+                                    tracing::warn!(volume = %v.name, %g, error = %e, "heal of an entry failed; it stays pending");
+                                } else {
+                                    tracing::debug!(volume = %v.name, %g, error = %e, "heal failed");
+                                }
                             }
                         }
                     }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -546,4 +547,63 @@ fn marks_a_brick_kept_from_before_its_restart_are_settled_at_once_and_fresh_ones
         "and is left to its owner to clear"
     );
     assert_eq!(fs::read(&orphan.0).unwrap(), pattern(40_000, 1));
+}
+
+/// A brick killed inside a create, after the new file got its gfid but before its handle,
+/// keeps a named copy that nothing can reach by gfid. Heal finds it through its directory
+/// and makes it whole.
+#[test]
+fn a_copy_left_without_its_handle_by_a_killed_create_is_healed() {
+    let s = setup(17, &[("network.ping-timeout", "2s")]);
+    let m = mount(&s);
+    let series = m.path.join("2024/05/17/study-1/series-01");
+    fs::create_dir_all(&series).unwrap();
+    fs::write(series.join("IM0000.dcm"), pattern(57_000, 0)).unwrap();
+    s.nodes[0].ok(&["volume", "reset-brick", "h", &s.specs[2], "start"]);
+    assert!(eventually(Duration::from_secs(20), || brick_pid(&s, 2) == 0));
+    // Written while the brick is away: its copies blame it, and so does the directory.
+    fs::write(series.join("IM0001.dcm"), pattern(57_000, 1)).unwrap();
+    let rel = "2024/05/17/study-1/series-01/IM0001.dcm";
+    let mut gfid = [0u8; 16];
+    let n =
+        rustix::fs::getxattr(s.bricks[0].join(rel), "trusted.cairn.gfid", &mut gfid[..]).unwrap();
+    assert_eq!(n, 16);
+    // What the killed create left on the stopped brick: the name, part of the contents, the
+    // gfid, and no handle.
+    let left = s.bricks[2].join(rel);
+    fs::write(&left, &pattern(57_000, 1)[..4096]).unwrap();
+    rustix::fs::setxattr(
+        &left,
+        "trusted.cairn.gfid",
+        &gfid,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let g = cairn_translators::Gfid(gfid);
+    let handle = cairn_bricks::layout::file_handle(&s.bricks[2], g);
+    assert!(!handle.exists());
+    let spec = s.specs[2].clone();
+    s.nodes[0].ok(&[
+        "volume",
+        "reset-brick",
+        "h",
+        &spec,
+        &spec,
+        "commit",
+        "force",
+    ]);
+    assert!(
+        healed_to_zero(&s, Duration::from_secs(60)),
+        "heal reaches zero pending; still {}\n{}",
+        pending(&s),
+        heal_diagnostics(&s)
+    );
+    assert_identical(&s);
+    assert_eq!(fs::read(&left).unwrap(), pattern(57_000, 1));
+    assert_eq!(
+        fs::metadata(&handle).map(|h| h.ino()).ok(),
+        fs::metadata(&left).map(|l| l.ino()).ok(),
+        "the copy is reachable by gfid again"
+    );
+    drop(m);
 }

@@ -140,7 +140,14 @@ impl Store {
                         .and_then(|m| FileKind::from_mode(std::os::unix::fs::MetadataExt::mode(m)))
                 })
                 .unwrap_or(FileKind::File);
-            let gfid = match self.ensure_gfid(&child, kind == FileKind::Dir, od.gfid, &name, None) {
+            let gfid = match self.ensure_gfid(
+                &child,
+                meta.as_ref(),
+                kind == FileKind::Dir,
+                od.gfid,
+                &name,
+                None,
+            ) {
                 Ok(g) => g,
                 Err(e) if e.errno == libc::ENOENT => continue,
                 Err(e) => return Err(e),

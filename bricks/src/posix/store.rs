@@ -135,14 +135,19 @@ impl Store {
             .map_err(|_| FopError::eio("xattrop lock poisoned"))
     }
 
-    /// Remembers where a directory is.
-    pub fn remember_dir(&self, gfid: Gfid, parent: Gfid, name: &str) {
-        if let Ok(mut d) = self.dirs.lock() {
-            if d.len() >= DIR_CACHE_MAX {
-                d.clear();
-            }
-            d.insert(gfid, (parent, name.to_string()));
+    /// Remembers where a directory is. True when it was not remembered yet (or elsewhere).
+    pub fn remember_dir(&self, gfid: Gfid, parent: Gfid, name: &str) -> bool {
+        let Ok(mut d) = self.dirs.lock() else {
+            return false;
+        };
+        if d.get(&gfid).is_some_and(|(p, n)| *p == parent && n == name) {
+            return false;
         }
+        if d.len() >= DIR_CACHE_MAX {
+            d.clear();
+        }
+        d.insert(gfid, (parent, name.to_string()));
+        true
     }
 
     /// Forgets a directory.
@@ -294,6 +299,39 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the missing handle of `path`, which has gfid `gfid`. A handle already there is
+    /// left as it is (it may be another object's that carries a copied gfid).
+    fn restore_handle(&self, path: &Path, gfid: Gfid, is_dir: bool, parent: Gfid, name: &str) {
+        let handle = if is_dir {
+            dir_handle(&self.root, gfid)
+        } else {
+            file_handle(&self.root, gfid)
+        };
+        if fs::symlink_metadata(&handle).is_ok() {
+            return;
+        }
+        if let Some(fan) = handle.parent()
+            && let Err(e) = fs::create_dir_all(fan)
+        {
+            tracing::warn!(handle = %handle.display(), error = %e, "cannot make a handle directory");
+            return;
+        }
+        let made = if is_dir {
+            std::os::unix::fs::symlink(dir_handle_target(parent, name), &handle)
+        } else {
+            fs::hard_link(path, &handle)
+        };
+        match made {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), %gfid, "restored the missing handle of an object (left by an interrupted create)");
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), %gfid, error = %e, "cannot restore the handle of an object");
+            }
+        }
+    }
+
     /// Removes the handle of an object whose last name is gone.
     pub fn drop_handle(&self, gfid: Gfid, is_dir: bool) {
         let handle = if is_dir {
@@ -327,10 +365,14 @@ impl Store {
     }
 
     /// The gfid of the object at `path`, giving it one (and a handle) when it has none: files
-    /// placed on the brick by hand, or left half-created by a crash, become usable.
+    /// placed on the brick by hand, or left half-created by a crash, become usable. `meta`
+    /// (the object's `lstat`, when the caller has it) also finds an object that has its gfid
+    /// but lost the race to its handle (a brick killed between the two steps of a create):
+    /// its handle is made then, so the object can be reached by gfid again.
     pub fn ensure_gfid(
         &self,
         path: &Path,
+        meta: Option<&Metadata>,
         is_dir: bool,
         parent: Gfid,
         name: &str,
@@ -338,7 +380,13 @@ impl Store {
     ) -> FopResult<Gfid> {
         if let Some(g) = read_gfid(path)? {
             if is_dir {
-                self.remember_dir(g, parent, name);
+                // Checked once per directory the cache learns, not on every lookup.
+                if self.remember_dir(g, parent, name) && g != Gfid::ROOT {
+                    self.restore_handle(path, g, true, parent, name);
+                }
+            } else if meta.is_some_and(|m| m.nlink() == 1) {
+                // A named file with a handle has two links; one means the handle is missing.
+                self.restore_handle(path, g, false, parent, name);
             }
             return Ok(g);
         }
@@ -362,7 +410,8 @@ impl Store {
             (Some(parent), Some(name)) => {
                 let path = self.entry_path(parent, name)?;
                 let meta = lstat(&path)?;
-                let gfid = self.ensure_gfid(&path, meta.is_dir(), parent, name, None)?;
+                let gfid =
+                    self.ensure_gfid(&path, Some(&meta), meta.is_dir(), parent, name, None)?;
                 Ok((path, iatt(&meta, gfid)))
             }
             _ => self.stat_gfid(loc.require_gfid()?),

@@ -169,6 +169,69 @@ async fn files_are_plain_files_with_gfids_handles_and_owners() {
     assert_eq!(e.iatt.gfid, g);
 }
 
+/// A brick killed between a create's gfid and its handle leaves a named object that cannot
+/// be reached by gfid; the next lookup or listing by name gives it its handle back.
+#[tokio::test]
+async fn an_object_whose_handle_a_crash_lost_gets_it_back_from_its_name() {
+    let (dir, _) = brick();
+    let p = Posix::open("posix", dir.path().to_path_buf(), &id(), true).unwrap();
+    let d = mkdir(&p, Gfid::ROOT, "series").await;
+    let g = mkfile(&p, d, "IM0001.dcm", b"pixels").await;
+    let h = mkfile(&p, d, "IM0002.dcm", b"more pixels").await;
+    drop(p);
+    for (gfid, is_dir) in [(g, false), (h, false), (d, true)] {
+        let handle = if is_dir {
+            layout::dir_handle(dir.path(), gfid)
+        } else {
+            layout::file_handle(dir.path(), gfid)
+        };
+        fs::remove_file(handle).unwrap();
+    }
+    // A restarted brick: nothing cached.
+    let p = Posix::open("posix", dir.path().to_path_buf(), &id(), true).unwrap();
+    for gfid in [g, h] {
+        let err = p
+            .stat(&cx(), Target::Loc(Loc::inode(gfid)), Xdata::new())
+            .await
+            .unwrap_err();
+        assert!(
+            [libc::ENOENT, libc::ESTALE].contains(&err.errno),
+            "no handle, no object: {err}"
+        );
+    }
+    // A lookup by name restores the directory's handle and the file's.
+    let e = p
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, "series"), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(e.iatt.gfid, d);
+    assert_eq!(
+        fs::read_link(layout::dir_handle(dir.path(), d))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        layout::dir_handle_target(Gfid::ROOT, "series")
+    );
+    let e = p
+        .lookup(&cx(), Loc::entry(d, "IM0001.dcm"), Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!((e.iatt.gfid, e.iatt.nlink), (g, 1));
+    assert_eq!(read_all(&p, g).await, b"pixels");
+    // So does a listing with attributes, for the other file.
+    let listed = list(&p, d, true, 4096).await;
+    assert!(listed.iter().any(|e| e.gfid == h), "{listed:?}");
+    assert_eq!(read_all(&p, h).await, b"more pixels");
+    assert_eq!(
+        fs::metadata(layout::file_handle(dir.path(), h))
+            .unwrap()
+            .ino(),
+        fs::metadata(dir.path().join("series/IM0002.dcm"))
+            .unwrap()
+            .ino()
+    );
+}
+
 #[tokio::test]
 async fn create_excl_and_create_existing() {
     let (_dir, p) = brick();

@@ -411,9 +411,32 @@ impl Afr {
                     .await;
             }
         }
-        let result = self
+        let mut result = self
             .heal_locked(&cx, gfid, is_dir, policy, stale_dirty, throttle)
             .await;
+        // A blamed brick that is up but cannot find the object by gfid: its copy is missing
+        // (or unreachable), and only its directory's entry heal, which knows the name, can
+        // make it. Not clean, so the entry stays and the pass reports why.
+        let missing: Vec<&str> = up
+            .iter()
+            .filter(|i| !probe.contains_key(i))
+            .filter(|i| {
+                probe
+                    .values()
+                    .any(|c| c.blame.get(i).is_some_and(|v| v.iter().any(|n| *n > 0)))
+            })
+            .filter_map(|i| self.names.get(*i).map(String::as_str))
+            .collect();
+        if result.is_ok() && !missing.is_empty() {
+            result = Err(FopError::new(
+                libc::EAGAIN,
+                format!(
+                    "{gfid}: blamed brick(s) {} are up but hold no copy; the entry heal of \
+                     its directory makes one",
+                    missing.join(", ")
+                ),
+            ));
+        }
         for &i in &locked {
             if let Ok(child) = self.child_ref(i) {
                 if is_dir {
