@@ -10,7 +10,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use cairn_translators::{Fd, FopError, FopResult, Iatt, Loc, Payload, Whence};
 use rustix::fs::{Mode, OFlags};
 
@@ -78,18 +77,9 @@ impl Store {
 
     pub(crate) fn read(&self, fd: &Fd, offset: u64, size: u32) -> FopResult<Payload> {
         let of = open_file(fd)?;
-        let mut buf = BytesMut::zeroed(size as usize);
-        let mut got = 0usize;
-        while got < buf.len() {
-            match of.file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(&e, "read", &of.path)),
-            }
-        }
-        buf.truncate(got);
-        Ok(Payload::new(buf.freeze()))
+        let buf = pread_new(&of.file, offset, size as usize)
+            .map_err(|e| sys_error(e, "read", &of.path))?;
+        Ok(Payload::new(buf))
     }
 
     pub(crate) fn write(&self, fd: &Fd, offset: u64, data: &Payload) -> FopResult<Iatt> {
@@ -142,4 +132,25 @@ pub fn sync_dir(dir: &Path) -> FopResult<()> {
     let f = File::open(dir).map_err(|e| io_error(&e, "open directory", dir))?;
     f.sync_all()
         .map_err(|e| io_error(&e, "fsync directory", dir))
+}
+
+/// Reads up to `len` bytes of `file` at `offset` into a new buffer that is not zeroed
+/// first (the bytes read are all it holds); shorter only at the end of the file.
+pub(crate) fn pread_new(
+    file: &File,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, rustix::io::Errno> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }

@@ -516,7 +516,6 @@ impl Store {
 /// (quick-read), when it still has the size and times `seen` reported. Anything unexpected
 /// (a changed file, an error) means no content: the client then reads the plain way.
 fn read_whole(path: &Path, seen: &Iatt) -> Option<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -525,8 +524,10 @@ fn read_whole(path: &Path, seen: &Iatt) -> Option<Vec<u8>> {
     .ok()?;
     let file = fs::File::from(fd);
     let len = usize::try_from(seen.size).ok()?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, 0).ok()?;
+    let buf = super::data::pread_new(&file, 0, len).ok()?;
+    if buf.len() != len {
+        return None;
+    }
     let now = iatt(&file.metadata().ok()?, seen.gfid);
     (now.size == seen.size && now.mtime == seen.mtime && now.ctime == seen.ctime).then_some(buf)
 }

@@ -19,7 +19,7 @@
 
 use std::io;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -215,20 +215,21 @@ pub fn decode_control<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError
     Ok(value)
 }
 
-/// Builds a frame.
-pub fn build_frame(
+/// The header of a frame with `control_len` control bytes and `payloads`, checked against
+/// the limits.
+fn frame_header(
     kind: FrameKind,
     opcode: u16,
     id: u64,
-    control: &[u8],
-    payloads: Vec<Bytes>,
-) -> Result<OutFrame, FrameError> {
-    let control_len = u32::try_from(control.len())
+    control_len: usize,
+    payloads: &[Bytes],
+) -> Result<Header, FrameError> {
+    let control_len = u32::try_from(control_len)
         .ok()
         .filter(|n| *n <= MAX_CONTROL)
         .ok_or(FrameError::TooLarge {
             what: "control",
-            len: control.len() as u64,
+            len: control_len as u64,
             max: MAX_CONTROL.into(),
         })?;
     let total: usize = payloads.iter().map(Bytes::len).sum();
@@ -240,28 +241,53 @@ pub fn build_frame(
             len: total as u64,
             max: MAX_PAYLOAD.into(),
         })?;
-    let header = Header {
+    Ok(Header {
         kind,
         opcode,
         id,
         control_len,
         payload_len,
-    };
+    })
+}
+
+/// Builds a frame.
+pub fn build_frame(
+    kind: FrameKind,
+    opcode: u16,
+    id: u64,
+    control: &[u8],
+    payloads: Vec<Bytes>,
+) -> Result<OutFrame, FrameError> {
+    let header = frame_header(kind, opcode, id, control.len(), &payloads)?;
     let mut head = Vec::with_capacity(HEADER_LEN + control.len());
     head.extend_from_slice(&header.encode());
     head.extend_from_slice(control);
     Ok(OutFrame { head, payloads })
 }
 
-/// Builds a frame whose control part is `value`, with the payloads inside it.
+/// Builds a frame whose control part is `value`, with the payloads inside it. The control
+/// part is encoded in place after the header, into a buffer sized by a first counting pass:
+/// a reply that carries a whole image in its xdata (quick-read) is copied once, not three
+/// times.
 pub fn message_frame<T: Serialize + WireWalk>(
     kind: FrameKind,
     opcode: u16,
     id: u64,
     value: &T,
 ) -> Result<OutFrame, FrameError> {
-    let control = encode_control(value)?;
-    build_frame(kind, opcode, id, &control, collect_payloads(value))
+    let cannot =
+        |e: bincode::error::EncodeError| FrameError::Malformed(format!("cannot encode: {e}"));
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(cannot)?;
+    let mut head = Vec::with_capacity(HEADER_LEN + size.bytes_written);
+    head.resize(HEADER_LEN, 0);
+    bincode::serde::encode_into_std_write(value, &mut head, config()).map_err(cannot)?;
+    let payloads = collect_payloads(value);
+    let header = frame_header(kind, opcode, id, head.len() - HEADER_LEN, &payloads)?;
+    if let Some(h) = head.get_mut(..HEADER_LEN) {
+        h.copy_from_slice(&header.encode());
+    }
+    Ok(OutFrame { head, payloads })
 }
 
 /// Builds a body-less frame (ping, pong).
@@ -320,14 +346,19 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let mut buf = BytesMut::zeroed(len);
-    r.read_exact(&mut buf).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated(what)
-        } else {
-            FrameError::Io(e)
+    // Read into spare capacity: a 512 KiB payload is not zeroed first only to be
+    // overwritten.
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let mut part = (&mut buf).limit(want);
+        match r.read_buf(&mut part).await {
+            Ok(0) => return Err(FrameError::Truncated(what)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
         }
-    })?;
+    }
     Ok(buf.freeze())
 }
 
@@ -467,6 +498,48 @@ mod tests {
             panic!("not a write")
         };
         assert_eq!(got.bytes().as_ref(), &data[..]);
+    }
+
+    /// Frames that arrive a few bytes at a time, back to back, are read whole and one at a
+    /// time: a large control part (an image in xdata) and a payload are each filled across
+    /// many partial reads, and nothing of the next frame is taken.
+    #[tokio::test]
+    async fn frames_arriving_in_small_pieces_are_read_exactly() {
+        let mut xdata = crate::types::Xdata::new();
+        xdata.set(
+            "image",
+            (0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>(),
+        );
+        let envs: Vec<RequestEnvelope> = (0..3u8)
+            .map(|n| RequestEnvelope {
+                cx: Cx::default(),
+                req: Request::Write {
+                    fd: crate::types::Fd::new(crate::types::Gfid::random(), 0),
+                    offset: u64::from(n),
+                    data: Payload::new(vec![n; 70_001]),
+                    xdata: xdata.clone(),
+                },
+            })
+            .collect();
+        let (mut w, mut r) = tokio::io::duplex(7);
+        let sent = envs.clone();
+        let writer = tokio::spawn(async move {
+            for (i, env) in sent.iter().enumerate() {
+                write_frame(&mut w, &request_frame(i as u64, env).unwrap())
+                    .await
+                    .unwrap();
+            }
+        });
+        for (i, env) in envs.iter().enumerate() {
+            let f = read_frame(&mut r).await.unwrap().unwrap();
+            assert_eq!(f.header.id, i as u64);
+            assert_eq!(&decode_request(f).unwrap(), env);
+        }
+        writer.await.unwrap();
+        assert!(
+            read_frame(&mut r).await.unwrap().is_none(),
+            "nothing left over"
+        );
     }
 
     #[test]
