@@ -48,6 +48,9 @@ pub struct Worker {
     volume: String,
     trigger: Notify,
     full: AtomicBool,
+    /// An operator asked for a pass (`volume heal VOL`): the next wake-up runs one, whatever
+    /// the schedule says.
+    asked: AtomicBool,
     stats: Mutex<HealStats>,
     graph: tokio::sync::Mutex<Option<(u64, Graph)>>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -98,6 +101,7 @@ impl Worker {
         if full {
             self.full.store(true, Ordering::SeqCst);
         }
+        self.asked.store(true, Ordering::SeqCst);
         self.trigger.notify_one();
     }
 
@@ -218,6 +222,7 @@ impl Daemon {
             let w = Arc::new(Worker {
                 volume: name.clone(),
                 trigger: Notify::new(),
+                asked: AtomicBool::new(false),
                 full: AtomicBool::new(false),
                 stats: Mutex::new(HealStats {
                     host: me.host.clone(),
@@ -318,7 +323,8 @@ impl Daemon {
                 .zip(&last_up)
                 .all(|(a, up)| up.len() == a.child_names().len());
             let has_work = all_up && self.local_pending(&v) > 0;
-            if !(full || due || came_back || (has_work && last_pass.elapsed() >= RETRY)) {
+            let asked = w.asked.swap(false, Ordering::SeqCst);
+            if !(full || asked || due || came_back || (has_work && last_pass.elapsed() >= RETRY)) {
                 continue;
             }
             last_pass = Instant::now();

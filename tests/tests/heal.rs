@@ -607,3 +607,38 @@ fn a_copy_left_without_its_handle_by_a_killed_create_is_healed() {
     );
     drop(m);
 }
+
+/// `volume heal VOL` runs a pass now, even while a brick is down (when the worker's own
+/// schedule waits for the brick to return).
+#[test]
+fn volume_heal_runs_a_pass_at_once_even_with_a_brick_down() {
+    let s = setup(18, &[("network.ping-timeout", "2s")]);
+    let m = mount(&s);
+    s.nodes[0].ok(&["volume", "reset-brick", "h", &s.specs[2], "start"]);
+    assert!(eventually(Duration::from_secs(20), || brick_pid(&s, 2) == 0));
+    fs::write(m.path.join("while-away.dcm"), pattern(10_000, 3)).unwrap();
+    assert!(
+        pending(&s) > 0,
+        "the write left entries for the missing brick"
+    );
+    // The worker's first pass (at start) is done, and whatever passes the brick's departure
+    // started are over once the count holds still.
+    assert!(eventually(Duration::from_secs(30), || heal_runs(&s) >= 1));
+    let mut runs = heal_runs(&s);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = heal_runs(&s);
+        if now == runs {
+            break;
+        }
+        runs = now;
+    }
+    let (code, out, err) = s.nodes[0].cli(&["volume", "heal", "h"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        eventually(Duration::from_secs(10), || heal_runs(&s) > runs),
+        "a pass ran on request (runs still {runs})"
+    );
+    assert!(pending(&s) > 0, "entries for the missing brick stay");
+    drop(m);
+}
