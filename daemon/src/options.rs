@@ -552,7 +552,7 @@ pub const OPTIONS: &[VolOption] = &[
             max_ms: 60_000,
         },
         default: "1s",
-        doc: "How long kept attributes and names answer lookups and stats: a change made by another client is seen within this time (plus the FUSE attribute-timeout). Changes made through the same client are seen at once (0: keep nothing).",
+        doc: "How long kept attributes and names answer lookups and stats, and how long after a client makes a directory it answers lookups of names it did not put there as missing (the lookup before each create of an ingest): a change made by another client is seen within this time (plus the FUSE attribute-timeout). Changes made through the same client are seen at once (0: keep nothing).",
         targets: &[Target::Client {
             xlator: "performance/md-cache",
             key: "timeout",

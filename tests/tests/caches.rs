@@ -264,3 +264,50 @@ fn a_directory_listed_in_batches_ahead_shows_every_name_once_with_this_mounts_ch
     std::thread::sleep(TTL + Duration::from_millis(200));
     assert_eq!(listing(&m.a.path), want2, "a sees them after the timeout");
 }
+
+/// A directory a mount just made answers the kernel's lookups of new names itself
+/// (md-cache); what that mount puts there is never missing on it, and what another mount
+/// puts there is seen within the timeout.
+#[test]
+fn names_in_a_directory_a_mount_just_made_are_right_on_it_and_seen_by_others_in_time() {
+    let m = TwoMounts::start(&["-o", "entry-timeout=0,attribute-timeout=0"]);
+    fs::create_dir_all(m.on_b("2024/05/17/study-1/series-1")).unwrap();
+    for i in 0..20u64 {
+        let rel = format!("2024/05/17/study-1/series-1/IM{i:04}.dcm");
+        assert!(!m.on_b(&rel).exists(), "{rel} is new");
+        fs::write(m.on_b(&rel), version(i, 3000)).unwrap();
+        assert_eq!(fs::read(m.on_b(&rel)).unwrap(), version(i, 3000), "{rel}");
+    }
+    fs::rename(
+        m.on_b("2024/05/17/study-1/series-1/IM0000.dcm"),
+        m.on_b("2024/05/17/study-1/series-1/renamed.dcm"),
+    )
+    .unwrap();
+    fs::hard_link(
+        m.on_b("2024/05/17/study-1/series-1/IM0001.dcm"),
+        m.on_b("2024/05/17/study-1/series-1/linked.dcm"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("IM0002.dcm", m.on_b("2024/05/17/study-1/series-1/sym")).unwrap();
+    for rel in ["renamed.dcm", "linked.dcm", "sym", "IM0019.dcm"] {
+        assert!(
+            m.on_b(&format!("2024/05/17/study-1/series-1/{rel}"))
+                .exists(),
+            "{rel} on the mount that made it"
+        );
+    }
+    assert!(!m.on_b("2024/05/17/study-1/series-1/IM0000.dcm").exists());
+    // Another mount's name in a directory b made a moment ago.
+    fs::create_dir(m.on_b("2024/05/17/study-1/series-2")).unwrap();
+    fs::write(
+        m.on_a("2024/05/17/study-1/series-2/theirs.dcm"),
+        version(9, 100),
+    )
+    .unwrap();
+    std::thread::sleep(TTL + Duration::from_millis(200));
+    assert_eq!(
+        fs::read(m.on_b("2024/05/17/study-1/series-2/theirs.dcm")).unwrap(),
+        version(9, 100),
+        "b sees a's new name after the timeout"
+    );
+}

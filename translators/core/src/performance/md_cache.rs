@@ -8,7 +8,16 @@
 //! - **names**: (directory, name) → gfid, from lookups by name and readdirplus,
 //!
 //! and answers a plain lookup (no extra keys asked for) or a stat from them while they are
-//! younger than `timeout`. Nothing is kept for negative answers.
+//! younger than `timeout`.
+//!
+//! - **new directories**: a directory this client made holds, for `timeout` after its mkdir
+//!   was sent, only the names this client put in it, as far as this client is concerned. A
+//!   lookup there of any other name is answered "no such name" without a round trip. This
+//!   is the kernel's lookup before each create of an ingest (`mkdir series`, then one image
+//!   after another): it cost a round trip to every brick per image. Names are noted before
+//!   the change that makes them goes down, so a name this client made is never reported
+//!   missing; a name another client makes there is seen once `timeout` has passed, as any
+//!   other change by another client. Otherwise nothing is kept for negative answers.
 //!
 //! Freshness:
 //! - A change made through this graph drops what it touches *before* it goes down and again
@@ -24,14 +33,14 @@
 //! Bounds: at most `entries` attributes and `entries` names; the oldest go first. Cairn's
 //! own operations (pid 0: heal, rebalance, scrub) pass straight through and fill nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_volfiles::{Arity, Maturity, OptionKind, OptionSpec, Role, TypeDecl};
 
-use crate::error::FopResult;
+use crate::error::{FopError, FopResult};
 use crate::graph::{BuildCtx, TranslatorType};
 use crate::types::{
     Cx, DirEntry, Entry, Fd, Gfid, Iatt, Loc, Payload, SetAttr, Target, XattropOp, Xdata,
@@ -47,7 +56,7 @@ const OPTIONS: &[OptionSpec] = &[
             max_ms: 60_000,
         },
         default: Some("1s"),
-        doc: "How long attributes and names may answer lookups and stats before the bricks are asked again (0: keep nothing).",
+        doc: "How long attributes and names may answer lookups and stats before the bricks are asked again, and how long a directory this client made answers lookups of names it did not put there as missing (0: keep nothing).",
     },
     OptionSpec {
         key: "entries",
@@ -174,8 +183,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
 struct State {
     inodes: Table<Gfid, Iatt>,
     names: Table<(Gfid, String), Gfid>,
+    /// Directories this client made, by gfid: when their mkdir was sent, and the names this
+    /// client has put in them since (or was about to).
+    fresh: HashMap<Gfid, Fresh>,
     /// Counts every write to either table.
     clock: u64,
+}
+
+/// A directory this client made: see the module documentation.
+struct Fresh {
+    made: Instant,
+    names: HashSet<String>,
 }
 
 /// What [`MdCache::counters`] reports.
@@ -185,6 +203,8 @@ pub struct Counters {
     pub lookups_served: u64,
     /// Stats answered from kept attributes.
     pub stats_served: u64,
+    /// Lookups of names in a directory this client just made, answered "no such name".
+    pub misses_served: u64,
     /// Objects whose attributes are held (or marked changed) now.
     pub inodes: u64,
     /// Names held (or marked changed) now.
@@ -198,6 +218,7 @@ pub struct MdCache {
     state: Mutex<State>,
     lookups_served: std::sync::atomic::AtomicU64,
     stats_served: std::sync::atomic::AtomicU64,
+    misses_served: std::sync::atomic::AtomicU64,
 }
 
 /// Cairn's own work always asks the bricks.
@@ -214,10 +235,12 @@ impl MdCache {
             state: Mutex::new(State {
                 inodes: Table::new(),
                 names: Table::new(),
+                fresh: HashMap::new(),
                 clock: 0,
             }),
             lookups_served: Default::default(),
             stats_served: Default::default(),
+            misses_served: Default::default(),
         }
     }
 
@@ -233,6 +256,9 @@ impl MdCache {
                 .lookups_served
                 .load(std::sync::atomic::Ordering::Relaxed),
             stats_served: self.stats_served.load(std::sync::atomic::Ordering::Relaxed),
+            misses_served: self
+                .misses_served
+                .load(std::sync::atomic::Ordering::Relaxed),
             inodes,
             names,
         }
@@ -260,6 +286,46 @@ impl MdCache {
         let s = self.state.lock().ok()?;
         let gfid = s.names.get(&(parent, name.to_string()), self.cfg.timeout)?;
         s.inodes.get(&gfid, self.cfg.timeout)
+    }
+
+    /// True when `name` cannot be in `parent` as far as this client knows: `parent` is a
+    /// directory it made less than `timeout` ago, and it put no such name there.
+    fn known_missing(&self, parent: Gfid, name: &str) -> bool {
+        if name == "." || name == ".." {
+            return false;
+        }
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        match s.fresh.get(&parent) {
+            Some(f) if f.made.elapsed() < self.cfg.timeout => !f.names.contains(name),
+            Some(_) => {
+                s.fresh.remove(&parent);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Notes a directory this client made, whose mkdir was sent at `sent`.
+    fn made_dir(&self, gfid: Gfid, sent: Instant) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if s.fresh.len() >= self.cfg.entries.max(1) {
+            let ttl = self.cfg.timeout;
+            s.fresh.retain(|_, f| f.made.elapsed() < ttl);
+            if s.fresh.len() >= self.cfg.entries.max(1) {
+                s.fresh.clear();
+            }
+        }
+        s.fresh.insert(
+            gfid,
+            Fresh {
+                made: sent,
+                names: HashSet::new(),
+            },
+        );
     }
 
     /// Keeps what a reply asked for at `asked` says.
@@ -294,6 +360,12 @@ impl MdCache {
         let now = s.clock;
         let mut gone = Vec::new();
         for (p, n) in names {
+            if let (Some(p), Some(n)) = (p, n)
+                && let Some(f) = s.fresh.get_mut(p)
+            {
+                // From now on this name may exist: lookups of it go down.
+                f.names.insert((*n).to_string());
+            }
             if let (Some(p), Some(n)) = (p, n) {
                 let key = (*p, (*n).to_string());
                 // The object the name pointed at changes too (its link count, its ctime).
@@ -315,6 +387,7 @@ impl MdCache {
             let now = s.clock;
             s.inodes = Table::new();
             s.names = Table::new();
+            s.fresh.clear();
             s.inodes.forgotten = now;
             s.names.forgotten = now;
         }
@@ -347,6 +420,19 @@ impl Translator for MdCache {
     crate::xlator_base!();
 
     async fn lookup(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<Entry> {
+        // A name this client did not put in a directory it just made: whatever was asked
+        // for, the answer is that there is no such name.
+        if self.on(cx)
+            && let (Some(p), Some(n)) = (loc.parent, loc.name.as_deref())
+            && self.known_missing(p, n)
+        {
+            self.misses_served
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(FopError::new(
+                libc::ENOENT,
+                format!("no {n} in directory {p}, which this client made just now"),
+            ));
+        }
         // Only plain lookups: a caller asking for more (content, xattrs) goes down.
         if !self.on(cx) || !xdata.is_empty() {
             return self.child()?.lookup(cx, loc, xdata).await;
@@ -527,8 +613,16 @@ impl Translator for MdCache {
         xdata: Xdata,
     ) -> FopResult<Entry> {
         let (g, n) = entry_change(&loc);
+        let sent = Instant::now();
         let call = self.child()?.mkdir(cx, loc.clone(), mode, umask, xdata);
-        self.changing(&g, &n, call).await
+        let r = self.changing(&g, &n, call).await;
+        if let Ok(e) = &r
+            && self.on(cx)
+            && e.iatt.kind == crate::types::FileKind::Dir
+        {
+            self.made_dir(e.iatt.gfid, sent);
+        }
+        r
     }
 
     async fn unlink(&self, cx: &Cx, loc: Loc, xdata: Xdata) -> FopResult<()> {

@@ -61,6 +61,29 @@ impl Store {
         gfid
     }
 
+    /// Makes `loc` (a new name) as `kind`, as a mkdir or create reaching the bricks does.
+    fn make(&self, loc: &Loc, kind: FileKind, perm: u32) -> FopResult<Iatt> {
+        let key = (
+            loc.parent.unwrap_or(Gfid::NULL),
+            loc.name.clone().unwrap_or_default(),
+        );
+        let mut names = self.names.lock().unwrap();
+        if names.contains_key(&key) {
+            return Err(FopError::new(libc::EEXIST, "exists"));
+        }
+        let gfid = loc.gfid.unwrap_or_else(Gfid::random);
+        names.insert(key, gfid);
+        let ia = Iatt {
+            gfid,
+            kind,
+            perm,
+            nlink: 1,
+            ..Iatt::default()
+        };
+        self.inodes.lock().unwrap().insert(gfid, ia.clone());
+        Ok(ia)
+    }
+
     fn hold_lookups(&self) -> Arc<tokio::sync::Semaphore> {
         let s = Arc::new(tokio::sync::Semaphore::new(0));
         *self.gate.lock().unwrap() = Some(Arc::clone(&s));
@@ -154,6 +177,31 @@ impl Translator for Store {
             .remove(&key)
             .map(|_| ())
             .ok_or_else(|| FopError::new(libc::ENOENT, "no such name"))
+    }
+
+    async fn mkdir(&self, _cx: &Cx, loc: Loc, perm: u32, _u: u32, _x: Xdata) -> FopResult<Entry> {
+        self.note("mkdir");
+        Ok(Entry {
+            iatt: self.make(&loc, FileKind::Dir, perm)?,
+            xdata: Xdata::new(),
+        })
+    }
+
+    async fn create(
+        &self,
+        _cx: &Cx,
+        loc: Loc,
+        _flags: i32,
+        perm: u32,
+        _u: u32,
+        _fd: Fd,
+        _x: Xdata,
+    ) -> FopResult<Entry> {
+        self.note("create");
+        Ok(Entry {
+            iatt: self.make(&loc, FileKind::File, perm)?,
+            xdata: Xdata::new(),
+        })
     }
 
     async fn rename(&self, _cx: &Cx, old: Loc, new: Loc, _f: u32, _x: Xdata) -> FopResult<()> {
@@ -426,4 +474,150 @@ async fn it_keeps_no_more_than_its_bound() {
     assert!(store.calls().is_empty());
     lookup(&md, "f0").await.unwrap();
     assert_eq!(store.calls(), vec!["lookup"]);
+}
+
+/// The kernel looks each new image's name up before it creates it; in a directory this
+/// client just made, that lookup is answered here, and nothing this client made there is
+/// ever reported missing.
+#[tokio::test]
+async fn lookups_in_a_directory_this_client_just_made_cost_no_round_trip() {
+    let store = Store::new();
+    let md = over(&store, cfg());
+    let dir = md
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series"),
+            0o755,
+            0o022,
+            Xdata::new(),
+        )
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    assert_eq!(store.calls(), vec!["mkdir"]);
+    for i in 0..3 {
+        let name = format!("IM{i:04}.dcm");
+        let miss = md
+            .lookup(&cx(), Loc::entry(dir, &name), Xdata::new())
+            .await
+            .unwrap_err();
+        assert_eq!(miss.errno, libc::ENOENT, "{miss}");
+        let fd = Fd::new(Gfid::random(), libc::O_WRONLY);
+        let made = md
+            .create(
+                &cx(),
+                Loc::entry(dir, &name).with_gfid(fd.gfid()),
+                libc::O_WRONLY | libc::O_CREAT,
+                0o644,
+                0o022,
+                fd.clone(),
+                Xdata::new(),
+            )
+            .await
+            .unwrap();
+        // A name this client made goes down (and is found), however its lookup is asked.
+        let mut want = Xdata::new();
+        want.set_u64("cairn.quick-read.want", 1);
+        for x in [Xdata::new(), want] {
+            let found = md.lookup(&cx(), Loc::entry(dir, &name), x).await.unwrap();
+            assert_eq!(found.iatt.gfid, made.iatt.gfid);
+        }
+    }
+    assert_eq!(
+        store.calls(),
+        vec![
+            "create", "lookup", "lookup", "create", "lookup", "lookup", "create", "lookup",
+            "lookup"
+        ],
+        "no lookup of a new name reached the bricks"
+    );
+    assert_eq!(md.counters().misses_served, 3);
+    // Cairn's own work and directories this client did not make always ask.
+    let internal = md
+        .lookup(&Cx::internal(), Loc::entry(dir, "other"), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(internal.errno, libc::ENOENT);
+    store.put("elsewhere", 1, 0o644);
+    let _ = lookup(&md, "not-there").await.unwrap_err();
+    assert_eq!(store.calls(), vec!["lookup", "lookup"]);
+}
+
+/// A name another client puts in a directory this client made is seen once the timeout
+/// has passed since the mkdir, as any change by another client.
+#[tokio::test]
+async fn a_name_another_client_adds_to_a_new_directory_is_seen_after_the_timeout() {
+    let store = Store::new();
+    let ttl = Duration::from_millis(300);
+    let md = over(
+        &store,
+        Config {
+            timeout: ttl,
+            ..cfg()
+        },
+    );
+    let dir = md
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "series"),
+            0o755,
+            0o022,
+            Xdata::new(),
+        )
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    // Another client's create, straight to the bricks.
+    store
+        .make(&Loc::entry(dir, "theirs.dcm"), FileKind::File, 0o644)
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        match md
+            .lookup(&cx(), Loc::entry(dir, "theirs.dcm"), Xdata::new())
+            .await
+        {
+            Ok(e) => {
+                assert_eq!(e.iatt.kind, FileKind::File);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.errno, libc::ENOENT);
+                assert!(
+                    started.elapsed() < ttl + Duration::from_millis(200),
+                    "still missing {:?} after the mkdir",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // With the timeout at 0 nothing is answered here at all.
+    let store = Store::new();
+    let md = over(
+        &store,
+        Config {
+            timeout: Duration::ZERO,
+            ..cfg()
+        },
+    );
+    let dir = md
+        .mkdir(
+            &cx(),
+            Loc::entry(Gfid::ROOT, "s"),
+            0o755,
+            0o022,
+            Xdata::new(),
+        )
+        .await
+        .unwrap()
+        .iatt
+        .gfid;
+    let _ = md
+        .lookup(&cx(), Loc::entry(dir, "x"), Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(store.calls(), vec!["mkdir", "lookup"]);
 }
