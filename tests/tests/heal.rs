@@ -76,6 +76,20 @@ fn setup(net: u8, options: &[(&str, &str)]) -> Setup {
     }
 }
 
+/// Brings brick `i` back after `reset-brick ... start` (same path, `commit force`).
+fn reset_brick_commit(s: &Setup, i: usize) {
+    let spec = s.specs[i].clone();
+    s.nodes[0].ok(&[
+        "volume",
+        "reset-brick",
+        "h",
+        &spec,
+        &spec,
+        "commit",
+        "force",
+    ]);
+}
+
 fn brick_pid(s: &Setup, i: usize) -> i32 {
     let out = s.nodes[0].ok(&["--json", "volume", "status", "h"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -223,16 +237,7 @@ fn with_two_bricks_down_writes_fail_with_enotconn_and_reads_work() {
     );
     assert!(!s.bricks[0].join("refused.dcm").exists());
     for i in [1, 2] {
-        let spec = s.specs[i].clone();
-        s.nodes[0].ok(&[
-            "volume",
-            "reset-brick",
-            "h",
-            &spec,
-            &spec,
-            "commit",
-            "force",
-        ]);
+        reset_brick_commit(&s, i);
     }
     assert!(eventually(Duration::from_secs(20), || fs::write(
         m.path.join("after"),
@@ -367,16 +372,7 @@ fn a_wiped_brick_is_rebuilt_completely() {
     assert!(eventually(Duration::from_secs(20), || brick_pid(&s, 1) == 0));
     fs::remove_dir_all(&s.bricks[1]).unwrap();
     fs::create_dir(&s.bricks[1]).unwrap();
-    let spec = s.specs[1].clone();
-    s.nodes[0].ok(&[
-        "volume",
-        "reset-brick",
-        "h",
-        &spec,
-        &spec,
-        "commit",
-        "force",
-    ]);
+    reset_brick_commit(&s, 1);
     assert!(
         eventually(Duration::from_secs(120), || compare_trees(
             &s.bricks[0],
@@ -582,16 +578,7 @@ fn a_copy_left_without_its_handle_by_a_killed_create_is_healed() {
     let g = cairn_translators::Gfid(gfid);
     let handle = cairn_bricks::layout::file_handle(&s.bricks[2], g);
     assert!(!handle.exists());
-    let spec = s.specs[2].clone();
-    s.nodes[0].ok(&[
-        "volume",
-        "reset-brick",
-        "h",
-        &spec,
-        &spec,
-        "commit",
-        "force",
-    ]);
+    reset_brick_commit(&s, 2);
     assert!(
         healed_to_zero(&s, Duration::from_secs(60)),
         "heal reaches zero pending; still {}\n{}",

@@ -476,6 +476,21 @@ async fn it_keeps_no_more_than_its_bound() {
     assert_eq!(store.calls(), vec!["lookup"]);
 }
 
+/// Makes directory `name` in the root through `md`; its gfid.
+async fn new_dir(md: &MdCache, name: &str) -> Gfid {
+    md.mkdir(
+        &cx(),
+        Loc::entry(Gfid::ROOT, name),
+        0o755,
+        0o022,
+        Xdata::new(),
+    )
+    .await
+    .unwrap()
+    .iatt
+    .gfid
+}
+
 /// The kernel looks each new image's name up before it creates it; in a directory this
 /// client just made, that lookup is answered here, and nothing this client made there is
 /// ever reported missing.
@@ -483,18 +498,7 @@ async fn it_keeps_no_more_than_its_bound() {
 async fn lookups_in_a_directory_this_client_just_made_cost_no_round_trip() {
     let store = Store::new();
     let md = over(&store, cfg());
-    let dir = md
-        .mkdir(
-            &cx(),
-            Loc::entry(Gfid::ROOT, "series"),
-            0o755,
-            0o022,
-            Xdata::new(),
-        )
-        .await
-        .unwrap()
-        .iatt
-        .gfid;
+    let dir = new_dir(&md, "series").await;
     assert_eq!(store.calls(), vec!["mkdir"]);
     for i in 0..3 {
         let name = format!("IM{i:04}.dcm");
@@ -557,18 +561,7 @@ async fn a_name_another_client_adds_to_a_new_directory_is_seen_after_the_timeout
             ..cfg()
         },
     );
-    let dir = md
-        .mkdir(
-            &cx(),
-            Loc::entry(Gfid::ROOT, "series"),
-            0o755,
-            0o022,
-            Xdata::new(),
-        )
-        .await
-        .unwrap()
-        .iatt
-        .gfid;
+    let dir = new_dir(&md, "series").await;
     // Another client's create, straight to the bricks.
     store
         .make(&Loc::entry(dir, "theirs.dcm"), FileKind::File, 0o644)
@@ -603,18 +596,7 @@ async fn a_name_another_client_adds_to_a_new_directory_is_seen_after_the_timeout
             ..cfg()
         },
     );
-    let dir = md
-        .mkdir(
-            &cx(),
-            Loc::entry(Gfid::ROOT, "s"),
-            0o755,
-            0o022,
-            Xdata::new(),
-        )
-        .await
-        .unwrap()
-        .iatt
-        .gfid;
+    let dir = new_dir(&md, "s").await;
     let _ = md
         .lookup(&cx(), Loc::entry(dir, "x"), Xdata::new())
         .await
