@@ -43,6 +43,59 @@ const RETRY: Duration = Duration::from_secs(5);
 /// Failed entries whose reason a pass logs at warn level (the rest go to debug).
 const FAILURES_LOGGED: u64 = 3;
 
+/// A heal of one entry still running after this long is logged (once): a pass waits for
+/// each of its entries, so one that cannot finish (a lock nobody gives back, a brick that
+/// never answers) holds every entry after it, and the log should say which.
+const SLOW_HEAL: Duration = Duration::from_secs(30);
+
+/// Runs `heal` (of `g`) to the end, logging a warning if it takes longer than
+/// [`SLOW_HEAL`].
+async fn watched<T>(volume: &str, g: Gfid, heal: impl std::future::Future<Output = T>) -> T {
+    watched_after(SLOW_HEAL, volume, g, heal).await
+}
+
+/// [`watched`] with the time after which the heal is reported as slow. The heal is never
+/// abandoned: a lock request given up on could still be granted later, and held forever.
+async fn watched_after<T>(
+    slow: Duration,
+    volume: &str,
+    g: Gfid,
+    heal: impl std::future::Future<Output = T>,
+) -> T {
+    let mut heal = std::pin::pin!(heal);
+    tokio::select! {
+        r = &mut heal => return r,
+        () = tokio::time::sleep(slow) => {}
+    }
+    tracing::warn!(volume = %volume, %g, secs = slow.as_secs_f64(), "heal of an entry still running; the pass waits for it");
+    let started = Instant::now();
+    let r = heal.await;
+    tracing::warn!(volume = %volume, %g, more_secs = started.elapsed().as_secs_f64(), "slow heal of an entry ended");
+    r
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    /// A heal slower than the threshold is waited for to the end (only logged), and a
+    /// quick one returns at once with its own result.
+    #[tokio::test]
+    async fn a_slow_heal_is_reported_but_never_abandoned() {
+        let g = Gfid::random();
+        let slow = watched_after(Duration::from_millis(20), "v", g, async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            7
+        })
+        .await;
+        assert_eq!(slow, 7);
+        let started = Instant::now();
+        let quick = watched_after(Duration::from_secs(30), "v", g, async { 8 }).await;
+        assert_eq!(quick, 8);
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+}
+
 /// One volume's worker on this node.
 pub struct Worker {
     volume: String,
@@ -437,7 +490,8 @@ impl Daemon {
                         let (sem, throttle, policy) = (&sem, &throttle, &policy);
                         async move {
                             let _permit = sem.acquire().await;
-                            (*g, afr.heal(Loc::inode(*g), policy, *stale, throttle).await)
+                            let heal = afr.heal(Loc::inode(*g), policy, *stale, throttle);
+                            (*g, watched(&v.name, *g, heal).await)
                         }
                     }))
                     .await;

@@ -165,6 +165,9 @@ impl Cluster {
         if !ok {
             eprintln!("pending through the last three looks: {stuck:?}");
             eprintln!("still pending: {:?}", self.heal_entries());
+            // Whether each node's heal worker is running a pass, and since when.
+            let (_, stats, err) = self.nodes[0].cli(&["volume", "heal", VOL, "statistics"]);
+            eprintln!("heal statistics:\n{stats}{err}");
         }
         ok
     }
