@@ -1262,11 +1262,16 @@ async fn a_file_opened_while_a_brick_lacked_it_writes_there_once_it_has_it() {
 /// A client whose requests to brick `slow` wait `ms` first (a `debug/delay-gen` under the
 /// name replicate knows the brick by, so blame keys stay the same).
 async fn client_slow_on(set: &Set, slow: usize, ms: u64) -> Graph {
+    client_slow_on_fops(set, slow, ms, "").await
+}
+
+/// [`client_slow_on`] for the fops listed in `fops` only (comma-separated; empty: all).
+async fn client_slow_on_fops(set: &Set, slow: usize, ms: u64, fops: &str) -> Graph {
     let proto = format!("test-proto-{slow}");
     let vf = set.volfile.replacen(
         &format!("  - name: test-client-{slow}\n"),
         &format!(
-            "  - name: test-client-{slow}\n    type: debug/delay-gen\n    options:\n      delay-duration: {ms}ms\n    subvolumes: [{proto}]\n  - name: {proto}\n"
+            "  - name: test-client-{slow}\n    type: debug/delay-gen\n    options:\n      delay-duration: {ms}ms\n      enable: \"{fops}\"\n    subvolumes: [{proto}]\n  - name: {proto}\n"
         ),
         1,
     );
@@ -1679,20 +1684,15 @@ async fn look_while_healing(
     (zeros_seen, served)
 }
 
-/// Copies that disagree with nothing but dirty marks (a writer that could not record who
-/// missed what): heal picks the newest copy and rewrites the others. While a copy is being
-/// rewritten (emptied, then filled) no lookup may judge it good, or a reader could be handed
-/// its zeros.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_copy_being_rewritten_by_heal_is_never_read_from() {
-    use cluster::afr::heal::{Resolve, Throttle};
-    let set = start_set();
-    let g = client(&set).await;
+/// A 2 MiB file "img" whose copy on brick 0 (where first-up reads go) holds older bytes,
+/// with every copy dirty and none blamed: heal picks the newest copy and rewrites brick 0's.
+/// Returns its gfid, the newest bytes and the older ones.
+async fn older_on_brick_0_and_dirty_everywhere(set: &Set) -> (Gfid, Vec<u8>, Vec<u8>) {
+    let g = client(set).await;
     let new = pattern(2 << 20, 1);
     let old = pattern(2 << 20, 2);
     let gfid = put(g.top(), Gfid::ROOT, "img", &new).await.unwrap();
     g.stop().await;
-    // Brick 0 (where first-up reads go) holds older bytes; every copy is dirty, none blamed.
     {
         let p = set.dirs[0].join("img");
         let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
@@ -1712,6 +1712,18 @@ async fn a_copy_being_rewritten_by_heal_is_never_read_from() {
         )
         .unwrap();
     }
+    (gfid, new, old)
+}
+
+/// Copies that disagree with nothing but dirty marks (a writer that could not record who
+/// missed what): heal picks the newest copy and rewrites the others. While a copy is being
+/// rewritten (emptied, then filled) no lookup may judge it good, or a reader could be handed
+/// its zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_being_rewritten_by_heal_is_never_read_from() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let (gfid, new, old) = older_on_brick_0_and_dirty_everywhere(&set).await;
     let g = client(&set).await;
     let afr = g.find::<cluster::afr::Afr>().next().unwrap();
     // 2 MiB copied in 1 MiB chunks at 256 KiB/s: the second half of a sink stays zeros for
@@ -1748,6 +1760,106 @@ async fn a_copy_being_rewritten_by_heal_is_never_read_from() {
         }
     }
     reader.stop().await;
+    g.stop().await;
+}
+
+/// What a lookup (asking for content) of `gfid` through `reader` was handed, whether
+/// `copy` was in the middle of its heal when it came back, and what a read right after it
+/// got, by what that lookup judged.
+async fn look_then_read(
+    reader: &Graph,
+    gfid: Gfid,
+    copy: &Path,
+    done: &std::sync::atomic::AtomicBool,
+) -> (bool, Option<Vec<u8>>, Vec<u8>) {
+    let top = reader.top();
+    let mut x = Xdata::new();
+    x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
+    let e = top.lookup(&cx(), Loc::inode(gfid), x).await.unwrap();
+    let on_disk = fs::read(copy).unwrap_or_default();
+    let len = on_disk.len();
+    let mid_heal = !done.load(std::sync::atomic::Ordering::SeqCst)
+        && len > 4096
+        && on_disk[len - 4096..].iter().all(|&b| b == 0);
+    let content = e
+        .xdata
+        .get(performance::quick_read::CONTENT_KEY)
+        .map(<[u8]>::to_vec);
+    let fd = Fd::new(gfid, libc::O_RDONLY);
+    top.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_RDONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let read = top.read(&cx(), fd.clone(), 0, 4 << 20, Xdata::new()).await;
+    top.release(&cx(), fd).await.unwrap();
+    (mid_heal, content, read.unwrap().bytes().to_vec())
+}
+
+/// The same heal, met by lookups whose requests straddle its start: the copies heal reads
+/// from answer before heal blames brick 0's copy, brick 0 answers once heal is rewriting it.
+/// Nothing in the replies blames that copy, so the brick itself must refuse its contents
+/// until the rewrite is over, to lookups (quick-read) and to the reads that follow alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lookup_that_judged_a_copy_before_heal_blamed_it_is_not_handed_its_zeros() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let (gfid, new, old) = older_on_brick_0_and_dirty_everywhere(&set).await;
+    let g = client(&set).await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    // Heal rewrites both copies that are not its source, one after the other, a few seconds
+    // each at this rate; brick 0's comes first or second. Two readers whose lookups reach
+    // brick 0 two and six seconds late: one of them meets it mid-rewrite.
+    let early = client_slow_on_fops(&set, 0, 2000, "lookup").await;
+    let late = client_slow_on_fops(&set, 0, 6000, "lookup").await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let copy = set.dirs[0].join("img");
+    let heal = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = afr
+            .heal(
+                Loc::inode(gfid),
+                &Resolve::None,
+                true,
+                &Throttle::new(256 << 10),
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    let (a, b, r) = tokio::join!(
+        look_then_read(&early, gfid, &copy, &done),
+        look_then_read(&late, gfid, &copy, &done),
+        heal
+    );
+    assert!(r.unwrap().split_brain.is_none());
+    assert!(
+        a.0 || b.0,
+        "a lookup met brick 0's copy in the middle of its heal"
+    );
+    for (_, content, read) in [a, b] {
+        if let Some(c) = content {
+            assert!(
+                c == new || c == old,
+                "a lookup was handed a copy in the middle of its heal ({} zero bytes)",
+                c.iter().filter(|&&b| b == 0).count()
+            );
+        }
+        assert!(
+            read == new || read == old,
+            "a read during the heal got {} zero bytes",
+            read.iter().filter(|&&b| b == 0).count()
+        );
+    }
+    for d in &set.dirs {
+        assert!(fs::read(d.join("img")).unwrap() == new, "{}", d.display());
+    }
+    early.stop().await;
+    late.stop().await;
     g.stop().await;
 }
 

@@ -5,12 +5,14 @@
 //! `fsync` of a file this fd created also syncs the new name and its handle, so a file
 //! whose fsync returned survives a crash with its name.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use cairn_translators::{Fd, FopError, FopResult, Iatt, Loc, Payload, Whence};
+use cairn_translators::{Fd, FopError, FopResult, Gfid, Iatt, Loc, Payload, Whence};
 use rustix::fs::{Mode, OFlags};
 
 use super::store::{Store, iatt, io_error, sys_error};
@@ -26,6 +28,8 @@ pub struct OpenFile {
     pub path: PathBuf,
     /// Directories to fsync at the first fsync (the new name and its handle).
     dirs_to_sync: Mutex<Vec<PathBuf>>,
+    /// Held while this fd rewrites the file in place ([`cairn_translators::types::REWRITE_KEY`]).
+    rewrite: Option<RewriteGuard>,
 }
 
 impl OpenFile {
@@ -35,7 +39,102 @@ impl OpenFile {
             file,
             path,
             dirs_to_sync: Mutex::new(dirs_to_sync),
+            rewrite: None,
         }
+    }
+
+    /// This open file rewrites its file in place: no content of it is served until it is
+    /// closed.
+    pub fn rewriting(mut self, guard: RewriteGuard) -> OpenFile {
+        self.rewrite = Some(guard);
+        self
+    }
+}
+
+/// Files being rewritten in place on this brick, and a way for a read to learn that a
+/// rewrite overlapped it.
+///
+/// Heal rebuilds a copy by emptying it, setting its size and writing the contents back. A
+/// lookup that judged the copy good before heal blamed it (the source's counters were read
+/// first) may then read it: it would get zeros, and a size and times check does not catch
+/// that, since ext4 timestamps move on at clock ticks, not at every write. So a content read
+/// runs inside [`Rewrites::steady`]: it is refused while the file is being rewritten, and its
+/// result is dropped when a rewrite of the file began meanwhile (an epoch, striped by gfid,
+/// moves on at every start).
+pub struct Rewrites {
+    /// Epochs, by the last byte of a gfid.
+    epochs: [AtomicU64; 256],
+    open: Mutex<HashMap<Gfid, usize>>,
+}
+
+impl Default for Rewrites {
+    fn default() -> Rewrites {
+        Rewrites {
+            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A rewrite in progress; it ends when this is dropped (when its fd is released, or its
+/// connection lost).
+pub struct RewriteGuard {
+    rewrites: Arc<Rewrites>,
+    gfid: Gfid,
+}
+
+impl Drop for RewriteGuard {
+    fn drop(&mut self) {
+        let mut m = self
+            .rewrites
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.gfid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.gfid);
+            }
+        }
+    }
+}
+
+impl Rewrites {
+    /// Starts a rewrite of `gfid`, before the first byte of it changes.
+    pub fn begin(self: &Arc<Self>, gfid: Gfid) -> RewriteGuard {
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(gfid)
+            .or_insert(0) += 1;
+        self.epoch(gfid).fetch_add(1, Ordering::SeqCst);
+        RewriteGuard {
+            rewrites: Arc::clone(self),
+            gfid,
+        }
+    }
+
+    /// Runs `read`, a read of `gfid`'s contents, and gives its result only if no rewrite of
+    /// the file was under way when it started or began before it ended.
+    pub fn steady<T>(&self, gfid: Gfid, read: impl FnOnce() -> T) -> Option<T> {
+        let before = self.epoch(gfid).load(Ordering::SeqCst);
+        if self.busy(gfid) {
+            return None;
+        }
+        let r = read();
+        (!self.busy(gfid) && self.epoch(gfid).load(Ordering::SeqCst) == before).then_some(r)
+    }
+
+    fn busy(&self, gfid: Gfid) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&gfid)
+    }
+
+    fn epoch(&self, gfid: Gfid) -> &AtomicU64 {
+        &self.epochs[usize::from(gfid.0[15])]
     }
 }
 
@@ -77,8 +176,18 @@ impl Store {
 
     pub(crate) fn read(&self, fd: &Fd, offset: u64, size: u32) -> FopResult<Payload> {
         let of = open_file(fd)?;
-        let buf = pread_new(&of.file, offset, size as usize)
-            .map_err(|e| sys_error(e, "read", &of.path))?;
+        let read = || pread_new(&of.file, offset, size as usize);
+        let buf = if of.rewrite.is_some() {
+            read()
+        } else {
+            self.rewrites.steady(fd.gfid(), read).ok_or_else(|| {
+                FopError::eio(format!(
+                    "{} is being rebuilt by heal; its contents are read from another copy",
+                    of.path.display()
+                ))
+            })?
+        }
+        .map_err(|e| sys_error(e, "read", &of.path))?;
         Ok(Payload::new(buf))
     }
 

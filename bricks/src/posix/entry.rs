@@ -128,7 +128,10 @@ impl Store {
             && iatt.kind == FileKind::File
             && iatt.size > 0
             && iatt.size <= want.min(quick_read::MAX_FILE_SIZE_LIMIT)
-            && let Some(data) = read_whole(&path, &iatt)
+            && let Some(data) = self
+                .rewrites
+                .steady(iatt.gfid, || read_whole(&path, &iatt))
+                .flatten()
         {
             reply.set(quick_read::CONTENT_KEY, data);
         }

@@ -29,10 +29,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cairn_translators::graph::{BuildCtx, TranslatorType};
+use cairn_translators::types::REWRITE_KEY;
 use cairn_translators::wire::{Batch, CompoundResult, Request, run_compound};
 use cairn_translators::{
-    Cx, DirEntry, Entry, Fd, FopError, FopResult, Iatt, Loc, Payload, SetAttr, Statfs, Target,
-    Translator, Whence, XattropOp, Xdata, XlatorBase, XlatorRef,
+    Cx, DirEntry, Entry, Fd, FopError, FopResult, Gfid, Iatt, Loc, Payload, SetAttr, Statfs,
+    Target, Translator, Whence, XattropOp, Xdata, XlatorBase, XlatorRef,
 };
 use cairn_volfiles::{Arity, Maturity, OptionKind, OptionSpec, Role, TypeDecl};
 
@@ -133,6 +134,16 @@ impl Posix {
     /// The brick directory.
     pub fn root(&self) -> &std::path::Path {
         &self.store.root
+    }
+
+    /// A rewrite in place begun for an `open` or `create` that asked for one
+    /// ([`cairn_translators::types::REWRITE_KEY`]).
+    fn rewrite_of(&self, loc: &Loc, fd: &Fd, xdata: &Xdata) -> Option<data::RewriteGuard> {
+        if !xdata.contains(REWRITE_KEY) {
+            return None;
+        }
+        let gfid = loc.gfid.filter(|g| *g != Gfid::NULL).unwrap_or(fd.gfid());
+        Some(self.store.rewrites.begin(gfid))
     }
 
     /// Runs `f` here, on the thread that received the fop (see the module's notes).
@@ -271,15 +282,26 @@ impl Translator for Posix {
         xdata: Xdata,
     ) -> FopResult<Entry> {
         let cx = cx.clone();
+        // (Begun before the file exists: a copy heal creates holds zeros until it is filled.)
+        let rewrite = self.rewrite_of(&loc, &fd, &xdata);
         let (entry, file) = self
             .run(move |s| s.create(&cx, &loc, flags, mode, umask, &xdata))
             .await?;
+        let file = match rewrite {
+            Some(g) => file.rewriting(g),
+            None => file,
+        };
         fd.set_ctx(data::CTX, Arc::new(file));
         Ok(entry)
     }
 
-    async fn open(&self, _cx: &Cx, loc: Loc, flags: i32, fd: Fd, _xdata: Xdata) -> FopResult<()> {
+    async fn open(&self, _cx: &Cx, loc: Loc, flags: i32, fd: Fd, xdata: Xdata) -> FopResult<()> {
+        let rewrite = self.rewrite_of(&loc, &fd, &xdata);
         let file = self.run(move |s| s.open(&loc, flags)).await?;
+        let file = match rewrite {
+            Some(g) => file.rewriting(g),
+            None => file,
+        };
         fd.set_ctx(data::CTX, Arc::new(file));
         Ok(())
     }

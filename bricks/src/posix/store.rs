@@ -10,11 +10,12 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cairn_translators::types::check_name;
 use cairn_translators::{FileKind, FopError, FopResult, Gfid, Iatt, Loc, Timespec};
 
+use super::data::Rewrites;
 use crate::layout::{
     self, META_DIR, XATTR_GFID, dir_handle, dir_handle_target, file_handle, parse_dir_handle_target,
 };
@@ -31,6 +32,8 @@ pub struct Store {
     /// Serialise read-modify-write of counters (xattrop) per object: one of these by the
     /// object's gfid, so changes of different objects never wait for each other.
     xattrop_locks: Vec<Mutex<()>>,
+    /// Files being rewritten in place (see [`Rewrites`]).
+    pub(crate) rewrites: Arc<Rewrites>,
 }
 
 /// Stripes of the xattrop lock.
@@ -118,6 +121,7 @@ impl Store {
             root,
             dirs: Mutex::new(HashMap::new()),
             xattrop_locks: (0..XATTROP_STRIPES).map(|_| Mutex::new(())).collect(),
+            rewrites: Arc::default(),
         }
     }
 

@@ -1772,3 +1772,127 @@ async fn bitrot_over_posix_signs_quiet_files_and_scrub_finds_damage() {
     br.release(&client, fd).await.unwrap();
     br.stop().await;
 }
+
+/// A lookup of `name` under the root asking for its content (quick-read).
+async fn lookup_content(p: &Posix, name: &str) -> Option<Vec<u8>> {
+    let mut x = Xdata::new();
+    x.set_u64(performance::quick_read::WANT_KEY, 1 << 20);
+    let e = p
+        .lookup(&cx(), Loc::entry(Gfid::ROOT, name), x)
+        .await
+        .unwrap();
+    e.xdata
+        .get(performance::quick_read::CONTENT_KEY)
+        .map(<[u8]>::to_vec)
+}
+
+#[tokio::test]
+async fn a_copy_heal_rewrites_in_place_serves_no_content_until_it_is_whole() {
+    let (_d, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "img.dcm", &[7u8; 5000]).await;
+    assert_eq!(lookup_content(&p, "img.dcm").await, Some(vec![7u8; 5000]));
+    // A reader opened the copy before heal came to rebuild it.
+    let rfd = Fd::new(g, libc::O_RDONLY);
+    p.open(
+        &cx(),
+        Loc::inode(g),
+        libc::O_RDONLY,
+        rfd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let mut rewrite = Xdata::new();
+    rewrite.set(types::REWRITE_KEY, Vec::new());
+    let wfd = Fd::new(g, libc::O_WRONLY);
+    p.open(&cx(), Loc::inode(g), libc::O_WRONLY, wfd.clone(), rewrite)
+        .await
+        .unwrap();
+    // Heal empties the copy and sets its size: zeros, which nobody may be served.
+    for size in [0, 5000] {
+        p.truncate(&cx(), Target::Fd(wfd.clone()), size, Xdata::new())
+            .await
+            .unwrap();
+    }
+    let err = p
+        .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, libc::EIO, "{err}");
+    assert_eq!(lookup_content(&p, "img.dcm").await, None);
+    p.write(
+        &cx(),
+        wfd.clone(),
+        0,
+        Payload::new(vec![9u8; 5000]),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lookup_content(&p, "img.dcm").await, None);
+    // Released: the copy is whole, and read again.
+    p.release(&cx(), wfd).await.unwrap();
+    let data = p
+        .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(data.bytes(), &[9u8; 5000][..]);
+    assert_eq!(lookup_content(&p, "img.dcm").await, Some(vec![9u8; 5000]));
+    p.release(&cx(), rfd).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_copy_heal_creates_serves_no_content_until_it_is_filled() {
+    let (_d, p) = brick();
+    let g = Gfid::random();
+    let mut rewrite = Xdata::new();
+    rewrite.set(types::REWRITE_KEY, Vec::new());
+    let wfd = Fd::new(g, libc::O_WRONLY);
+    p.create(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "new.dcm").with_gfid(g),
+        libc::O_WRONLY | libc::O_EXCL,
+        0o644,
+        0,
+        wfd.clone(),
+        rewrite,
+    )
+    .await
+    .unwrap();
+    p.truncate(&cx(), Target::Fd(wfd.clone()), 3000, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(lookup_content(&p, "new.dcm").await, None);
+    p.write(
+        &cx(),
+        wfd.clone(),
+        0,
+        Payload::new(vec![5u8; 3000]),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    p.release(&cx(), wfd).await.unwrap();
+    assert_eq!(lookup_content(&p, "new.dcm").await, Some(vec![5u8; 3000]));
+}
+
+#[test]
+fn a_read_overlapped_by_the_start_of_a_rewrite_is_dropped() {
+    let rewrites = Arc::new(super::data::Rewrites::default());
+    let g = Gfid::random();
+    assert_eq!(rewrites.steady(g, || 1), Some(1));
+    // Begun (and even ended) while the read ran: what it read may be torn.
+    assert_eq!(rewrites.steady(g, || drop(rewrites.begin(g))), None);
+    let guard = rewrites.begin(g);
+    assert_eq!(rewrites.steady(g, || 2), None);
+    // Two rewrites of one file: busy until both end.
+    let second = rewrites.begin(g);
+    drop(guard);
+    assert_eq!(rewrites.steady(g, || 3), None);
+    drop(second);
+    assert_eq!(rewrites.steady(g, || 4), Some(4));
+    // Another file's rewrite in a different stripe leaves this one's reads alone.
+    let mut other = Gfid::random();
+    other.0[15] = g.0[15].wrapping_add(1);
+    assert_eq!(rewrites.steady(g, || drop(rewrites.begin(other))), Some(()));
+}

@@ -556,6 +556,14 @@ pub const SETXATTR_ON_CREATE: &str = "cairn.setxattr.";
 /// when an existing file was opened). Translators above it may take it out.
 pub const CREATED_KEY: &str = "cairn.posix.created";
 
+/// Request xdata key of `open` and `create` (any value): the caller is about to rewrite the
+/// file's contents in place, as heal does when it rebuilds a copy (it empties the copy and
+/// fills it again). Until that fd is released the brick serves no content of the file: reads
+/// of it fail with `EIO` (replicate then reads another copy) and lookups carry no quick-read
+/// content, so a reader whose lookup judged this copy good before heal blamed it never gets
+/// the half-rebuilt bytes.
+pub const REWRITE_KEY: &str = "cairn.posix.rewrite";
+
 /// Xdata key of entry-creating fops (mkdir, mknod, create, symlink, and link and rename for
 /// the new name): the layout generation of the parent directory the caller placed the name
 /// by, a big-endian u32 (4 bytes). The brick fails the fop with ESTALE, creating nothing,

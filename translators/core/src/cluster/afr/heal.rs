@@ -887,7 +887,7 @@ impl Afr {
                 Loc::inode(gfid),
                 libc::O_WRONLY,
                 wfd.clone(),
-                Xdata::new(),
+                rewrite_xdata(),
             )
             .await
         {
@@ -1193,7 +1193,7 @@ impl Afr {
                         ia.perm,
                         0,
                         wfd.clone(),
-                        Xdata::new(),
+                        rewrite_xdata(),
                     )
                     .await;
                 if let Err(err) = made {
@@ -1608,4 +1608,12 @@ async fn remove_tree(
             .unlink(cx, Loc::entry(parent, name), Xdata::new())
             .await
     }
+}
+
+/// Xdata of the open (or create) of a copy heal rewrites in place: the brick serves no
+/// content of it until the copy is whole again ([`crate::types::REWRITE_KEY`]).
+fn rewrite_xdata() -> Xdata {
+    let mut x = Xdata::new();
+    x.set(crate::types::REWRITE_KEY, Vec::new());
+    x
 }
