@@ -48,7 +48,7 @@ fn create_xattrs(xdata: &Xdata) -> FopResult<Vec<(&str, &[u8])>> {
         };
         match name.strip_prefix(CREATE_XATTR_NAMESPACE) {
             Some(rest) if !rest.is_empty() && !name.contains('\0') => {
-                out.push((name, value.as_slice()));
+                out.push((name, value.as_ref()));
             }
             _ => {
                 return Err(FopError::invalid(format!(

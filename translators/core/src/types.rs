@@ -396,9 +396,16 @@ impl fmt::Display for Target {
 ///
 /// On the wire each value is a byte string (length + bytes, the same bytes bincode writes
 /// for a sequence of `u8`), encoded and decoded in one piece rather than byte by byte:
-/// quick-read carries whole files in it.
+/// quick-read carries whole files in it. A value of at least [`XDATA_SHARE_MIN`] bytes is
+/// copied neither into a frame being sent (see [`crate::wire::frame::offer_shared`]) nor
+/// out of a frame received: it shares the frame's buffer (see
+/// [`crate::wire::frame::decode_control`]). Smaller values are copied, so that a cache
+/// keeping a few small values never pins a large frame.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
-pub struct Xdata(pub BTreeMap<String, Vec<u8>>);
+pub struct Xdata(pub BTreeMap<String, Bytes>);
+
+/// Values at least this long share buffers with the frames that carry them.
+pub const XDATA_SHARE_MIN: usize = 4096;
 
 struct ByteStr<'a>(&'a [u8]);
 
@@ -408,7 +415,7 @@ impl Serialize for ByteStr<'_> {
     }
 }
 
-struct ByteBuf(Vec<u8>);
+struct ByteBuf(Bytes);
 
 impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -418,11 +425,19 @@ impl<'de> Deserialize<'de> for ByteBuf {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a byte string")
             }
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<ByteBuf, E> {
+                if v.len() >= XDATA_SHARE_MIN
+                    && let Some(shared) = crate::wire::frame::share_decoded(v)
+                {
+                    return Ok(ByteBuf(shared));
+                }
+                Ok(ByteBuf(Bytes::copy_from_slice(v)))
+            }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
+                Ok(ByteBuf(Bytes::copy_from_slice(v)))
             }
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
+                Ok(ByteBuf(Bytes::from(v)))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -432,10 +447,10 @@ impl<'de> Deserialize<'de> for ByteBuf {
                 while let Some(b) = a.next_element::<u8>()? {
                     out.push(b);
                 }
-                Ok(ByteBuf(out))
+                Ok(ByteBuf(Bytes::from(out)))
             }
         }
-        d.deserialize_byte_buf(V)
+        d.deserialize_bytes(V)
     }
 }
 
@@ -444,6 +459,9 @@ impl Serialize for Xdata {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
+            if v.len() >= XDATA_SHARE_MIN {
+                crate::wire::frame::offer_shared(v);
+            }
             m.serialize_entry(k, &ByteStr(v))?;
         }
         m.end()
@@ -469,13 +487,13 @@ impl Xdata {
     }
 
     /// Sets a raw value.
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Bytes>) {
         self.0.insert(key.into(), value.into());
     }
 
     /// A raw value.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.0.get(key).map(Vec::as_slice)
+        self.0.get(key).map(Bytes::as_ref)
     }
 
     /// Sets a big-endian u64.
@@ -495,12 +513,12 @@ impl Xdata {
     }
 
     /// Removes a key, returning its value.
-    pub fn remove(&mut self, key: &str) -> Option<Vec<u8>> {
+    pub fn remove(&mut self, key: &str) -> Option<Bytes> {
         self.0.remove(key)
     }
 
     /// Iterates over the entries.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Bytes)> {
         self.0.iter()
     }
 }
@@ -518,7 +536,10 @@ pub fn add_lookup_prefix(xdata: &mut Xdata, prefix: &str) {
     if prefix.is_empty() {
         return;
     }
-    let mut list = xdata.remove(LOOKUP_XATTR_PREFIX).unwrap_or_default();
+    let mut list: Vec<u8> = xdata
+        .remove(LOOKUP_XATTR_PREFIX)
+        .map(Vec::from)
+        .unwrap_or_default();
     if !list
         .split(|b| *b == b'\n')
         .any(|item| item == prefix.as_bytes())

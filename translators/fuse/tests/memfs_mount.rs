@@ -518,7 +518,11 @@ impl Translator for MemXl {
     async fn setxattr(&self, _cx: &Cx, t: Target, x: Xdata, _f: i32, _xd: Xdata) -> FopResult<()> {
         let g = self.target_gfid(&t)?;
         let mut nodes = self.nodes.lock().unwrap();
-        nodes.get_mut(&g).unwrap().xattrs.extend(x.0);
+        nodes
+            .get_mut(&g)
+            .unwrap()
+            .xattrs
+            .extend(x.0.into_iter().map(|(k, v)| (k, v.to_vec())));
         Ok(())
     }
 

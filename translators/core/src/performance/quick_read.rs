@@ -476,7 +476,7 @@ impl Shared {
     /// its content if it came along. Returns the content when it was kept. A reply that
     /// was on its way while the file changed through this graph is not taken in (its
     /// content could be from before the change).
-    fn learn(&self, ia: &Iatt, content: Option<Vec<u8>>, asked: u64) -> Option<Arc<Content>> {
+    fn learn(&self, ia: &Iatt, content: Option<Bytes>, asked: u64) -> Option<Arc<Content>> {
         if ia.kind != FileKind::File {
             return None;
         }
@@ -490,7 +490,7 @@ impl Shared {
         match content {
             Some(data) if data.len() as u64 == ia.size => {
                 let c = Arc::new(Content {
-                    data: Bytes::from(data),
+                    data,
                     size: ia.size,
                     mtime: ia.mtime,
                     ctime: ia.ctime,

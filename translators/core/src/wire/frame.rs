@@ -186,10 +186,26 @@ pub struct Frame {
 /// A frame ready to send: header and control in one buffer, payloads after it.
 #[derive(Debug, Clone)]
 pub struct OutFrame {
-    /// Header followed by the control part.
+    /// Header followed by the control part (all of it, or up to its first shared piece).
     pub head: Vec<u8>,
+    /// The rest of the control part, when large byte strings in it were not copied: pieces
+    /// shared with the values they came from, and the encoded bytes between them, in order
+    /// (see [`offer_shared`]). Empty for most frames.
+    pub control_rest: Vec<Bytes>,
     /// Payload bytes, in order.
     pub payloads: Vec<Bytes>,
+}
+
+impl OutFrame {
+    /// Every byte of the frame, in order, in one buffer (tests and tools; senders use
+    /// [`write_frame`]).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = self.head.clone();
+        for b in self.control_rest.iter().chain(&self.payloads) {
+            out.extend_from_slice(b);
+        }
+        out
+    }
 }
 
 fn config() -> impl bincode::config::Config {
@@ -202,9 +218,45 @@ pub fn encode_control<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
         .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))
 }
 
-/// Decodes a control value; the whole control part must be consumed.
-pub fn decode_control<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+thread_local! {
+    /// The control part being decoded on this thread, so that large byte strings in it can
+    /// be shared instead of copied (see [`share_decoded`]).
+    static DECODING: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Puts the previous control part back when a decode ends, however it ends.
+struct DecodingGuard(Option<Bytes>);
+
+impl Drop for DecodingGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        DECODING.with(|d| *d.borrow_mut() = prev);
+    }
+}
+
+/// A `Bytes` sharing the buffer of the control part being decoded on this thread, for a
+/// slice that lies inside it; `None` for any other slice. Deserializers of large byte
+/// strings ([`crate::types::Xdata`] values: quick-read carries whole files there) use it to
+/// keep the bytes where the frame put them.
+pub fn share_decoded(slice: &[u8]) -> Option<Bytes> {
+    DECODING.with(|d| {
+        let d = d.borrow();
+        let buf = d.as_ref()?;
+        let start = buf.as_ptr() as usize;
+        let at = slice.as_ptr() as usize;
+        let inside = at >= start && at.checked_add(slice.len())? <= start + buf.len();
+        inside.then(|| buf.slice_ref(slice))
+    })
+}
+
+/// Decodes a control value; the whole control part must be consumed. Byte strings are
+/// borrowed from `bytes` while decoding, never zero-filled and copied: bincode's owned
+/// decoder reads each one into a freshly zeroed vector, which for a 512 KiB image carried
+/// by quick-read cost a memset and a memcpy in the client.
+pub fn decode_control<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, FrameError> {
+    let prev = DECODING.with(|d| d.borrow_mut().replace(bytes.clone()));
+    let _restore = DecodingGuard(prev);
+    let (value, used) = bincode::serde::borrow_decode_from_slice::<T, _>(bytes, config())
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(FrameError::Malformed(format!(
@@ -262,13 +314,101 @@ pub fn build_frame(
     let mut head = Vec::with_capacity(HEADER_LEN + control.len());
     head.extend_from_slice(&header.encode());
     head.extend_from_slice(control);
-    Ok(OutFrame { head, payloads })
+    Ok(OutFrame {
+        head,
+        control_rest: Vec::new(),
+        payloads,
+    })
+}
+
+thread_local! {
+    /// While a frame is being encoded on this thread: the large values offered for sharing
+    /// that the encoder has not reached yet (see [`offer_shared`]).
+    static OFFERED: std::cell::RefCell<Option<Vec<Bytes>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends an encode's offers however the encode ends.
+struct OfferGuard;
+
+impl Drop for OfferGuard {
+    fn drop(&mut self) {
+        OFFERED.with(|o| *o.borrow_mut() = None);
+    }
+}
+
+/// Offers `value` for sharing: a serializer calls it just before writing `value` as a byte
+/// string. When a frame is being encoded on this thread, the frame then refers to `value`'s
+/// buffer instead of copying it (a brick's quick-read reply carries a whole image in its
+/// xdata). The bytes on the wire are the same. Outside an encode it does nothing.
+pub fn offer_shared(value: &Bytes) {
+    OFFERED.with(|o| {
+        if let Some(list) = o.borrow_mut().as_mut() {
+            list.push(value.clone());
+        }
+    });
+}
+
+/// The value offered last, if `bytes` are its bytes (the encoder is writing it).
+fn take_offer(bytes: &[u8]) -> Option<Bytes> {
+    OFFERED.with(|o| {
+        let mut o = o.borrow_mut();
+        let list = o.as_mut()?;
+        let last = list.last()?;
+        if last.as_ptr() == bytes.as_ptr() && last.len() == bytes.len() {
+            list.pop()
+        } else {
+            None
+        }
+    })
+}
+
+/// The counting pass: the control part's length, and how much of it will be shared.
+#[derive(Default)]
+struct CountWriter {
+    len: usize,
+    shared: usize,
+}
+
+impl bincode::enc::write::Writer for CountWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.len += bytes.len();
+        if take_offer(bytes).is_some() {
+            self.shared += bytes.len();
+        }
+        Ok(())
+    }
+}
+
+/// The control part as it is encoded: the buffer being filled (the head, with the header's
+/// room in front, until the first shared value), then finished pieces.
+struct ControlWriter {
+    cur: Vec<u8>,
+    head: Option<Vec<u8>>,
+    rest: Vec<Bytes>,
+}
+
+impl bincode::enc::write::Writer for ControlWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        let Some(shared) = take_offer(bytes) else {
+            self.cur.extend_from_slice(bytes);
+            return Ok(());
+        };
+        let done = std::mem::take(&mut self.cur);
+        if self.head.is_none() {
+            self.head = Some(done);
+        } else if !done.is_empty() {
+            self.rest.push(Bytes::from(done));
+        }
+        self.rest.push(shared);
+        Ok(())
+    }
 }
 
 /// Builds a frame whose control part is `value`, with the payloads inside it. The control
-/// part is encoded in place after the header, into a buffer sized by a first counting pass:
-/// a reply that carries a whole image in its xdata (quick-read) is copied once, not three
-/// times.
+/// part is encoded in place after the header, into a buffer sized by a first counting pass,
+/// and large byte strings offered by their serializers ([`offer_shared`]) are referred to,
+/// not copied: a reply that carries a whole image in its xdata (quick-read) copies none of
+/// it before the socket.
 pub fn message_frame<T: Serialize + WireWalk>(
     kind: FrameKind,
     opcode: u16,
@@ -277,17 +417,43 @@ pub fn message_frame<T: Serialize + WireWalk>(
 ) -> Result<OutFrame, FrameError> {
     let cannot =
         |e: bincode::error::EncodeError| FrameError::Malformed(format!("cannot encode: {e}"));
-    let mut size = bincode::enc::write::SizeWriter::default();
-    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(cannot)?;
-    let mut head = Vec::with_capacity(HEADER_LEN + size.bytes_written);
-    head.resize(HEADER_LEN, 0);
-    bincode::serde::encode_into_std_write(value, &mut head, config()).map_err(cannot)?;
+    OFFERED.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    let _end = OfferGuard;
+    let mut count = CountWriter::default();
+    bincode::serde::encode_into_writer(value, &mut count, config()).map_err(cannot)?;
+    let mut w = ControlWriter {
+        cur: Vec::with_capacity(HEADER_LEN + count.len - count.shared),
+        head: None,
+        rest: Vec::new(),
+    };
+    w.cur.resize(HEADER_LEN, 0);
+    OFFERED.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    bincode::serde::encode_into_writer(value, &mut w, config()).map_err(cannot)?;
+    let ControlWriter {
+        cur,
+        head,
+        mut rest,
+    } = w;
+    let mut head = match head {
+        None => cur,
+        Some(h) => {
+            if !cur.is_empty() {
+                rest.push(Bytes::from(cur));
+            }
+            h
+        }
+    };
+    let len = count.len;
     let payloads = collect_payloads(value);
-    let header = frame_header(kind, opcode, id, head.len() - HEADER_LEN, &payloads)?;
+    let header = frame_header(kind, opcode, id, len, &payloads)?;
     if let Some(h) = head.get_mut(..HEADER_LEN) {
         h.copy_from_slice(&header.encode());
     }
-    Ok(OutFrame { head, payloads })
+    Ok(OutFrame {
+        head,
+        control_rest: rest,
+        payloads,
+    })
 }
 
 /// Builds a body-less frame (ping, pong).
@@ -301,6 +467,7 @@ pub fn empty_frame(kind: FrameKind, id: u64) -> OutFrame {
     };
     OutFrame {
         head: header.encode().to_vec(),
+        control_rest: Vec::new(),
         payloads: Vec::new(),
     }
 }
@@ -308,7 +475,7 @@ pub fn empty_frame(kind: FrameKind, id: u64) -> OutFrame {
 /// Writes a frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &OutFrame) -> io::Result<()> {
     w.write_all(&frame.head).await?;
-    for p in &frame.payloads {
+    for p in frame.control_rest.iter().chain(&frame.payloads) {
         w.write_all(p).await?;
     }
     Ok(())
@@ -434,10 +601,7 @@ mod tests {
     use proptest::prelude::*;
 
     async fn roundtrip(out: &OutFrame) -> Frame {
-        let mut bytes = out.head.clone();
-        for p in &out.payloads {
-            bytes.extend_from_slice(p);
-        }
+        let bytes = out.to_vec();
         let mut r = &bytes[..];
         let f = read_frame(&mut r).await.unwrap().unwrap();
         assert!(r.is_empty(), "the whole frame is consumed");
@@ -542,6 +706,56 @@ mod tests {
         );
     }
 
+    /// A file carried in a lookup reply's xdata (quick-read) is not copied into the frame
+    /// sent, and comes out of the decoder as a view of the received frame's buffer, not a
+    /// copy; a small value is copied, so that a cache keeping it never pins the frame. Both
+    /// decode to the values sent.
+    #[test]
+    fn large_xdata_values_share_the_frame_small_ones_are_copied() {
+        let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let image_sent = Bytes::from(image.clone());
+        let mut xdata = crate::types::Xdata::new();
+        xdata.set("cairn.quick-read.content", image_sent.clone());
+        xdata.set("trusted.afr.pending", vec![7u8; 12]);
+        let sent: FopResult<Reply> = Ok(Reply::Lookup(crate::types::Entry {
+            iatt: crate::types::Iatt::default(),
+            xdata,
+        }));
+        let out = reply_frame(9, crate::fops::FopKind::Lookup.opcode(), &sent).unwrap();
+        let header = Header::decode(out.head[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert!(
+            out.control_rest
+                .iter()
+                .any(|b| b.as_ptr() == image_sent.as_ptr()),
+            "the image was copied into the frame"
+        );
+        let control = Bytes::copy_from_slice(&out.to_vec()[HEADER_LEN..]);
+        let frame = Frame {
+            header,
+            control: control.clone(),
+            payload: Bytes::new(),
+        };
+        let got = decode_reply(frame).unwrap();
+        assert_eq!(got, sent);
+        let Ok(Reply::Lookup(e)) = got else {
+            panic!("not a lookup reply")
+        };
+        let inside = |b: &Bytes| {
+            let start = control.as_ptr() as usize;
+            let at = b.as_ptr() as usize;
+            at >= start && at + b.len() <= start + control.len()
+        };
+        let content = &e.xdata.0["cairn.quick-read.content"];
+        assert_eq!(content.as_ref(), &image[..]);
+        assert!(inside(content), "the image was copied out of the frame");
+        assert!(
+            !inside(&e.xdata.0["trusted.afr.pending"]),
+            "a small value still points into the frame"
+        );
+        // Outside a decode, nothing is shared.
+        assert!(share_decoded(&control).is_none());
+    }
+
     #[test]
     fn header_limits_are_checked_before_reading_the_body() {
         let ok = Header {
@@ -588,10 +802,7 @@ mod tests {
             req: sample_request(FopKind::Write, 3),
         };
         let out = request_frame(1, &env).unwrap();
-        let mut bytes = out.head.clone();
-        for p in &out.payloads {
-            bytes.extend_from_slice(p);
-        }
+        let bytes = out.to_vec();
         for cut in [1, HEADER_LEN - 1, HEADER_LEN + 1, bytes.len() - 1] {
             let mut r = &bytes[..cut];
             assert!(
@@ -614,7 +825,7 @@ mod tests {
                 ops: Batch(vec![inner]),
             },
         };
-        let control = encode_control(&outer).unwrap();
+        let control = Bytes::from(encode_control(&outer).unwrap());
         let e = decode_control::<RequestEnvelope>(&control).unwrap_err();
         assert!(e.to_string().contains("nested"), "{e}");
         // A single level still decodes.
@@ -622,7 +833,7 @@ mod tests {
             cx: Cx::default(),
             req: sample_request(FopKind::Compound, 1),
         };
-        let control = encode_control(&flat).unwrap();
+        let control = Bytes::from(encode_control(&flat).unwrap());
         let mut decoded = decode_control::<RequestEnvelope>(&control).unwrap();
         let payload: Vec<u8> = collect_payloads(&flat)
             .iter()
@@ -640,7 +851,7 @@ mod tests {
         };
         let mut control = encode_control(&env).unwrap();
         control.push(0);
-        assert!(decode_control::<RequestEnvelope>(&control).is_err());
+        assert!(decode_control::<RequestEnvelope>(&Bytes::from(control)).is_err());
     }
 
     proptest! {
@@ -650,6 +861,7 @@ mod tests {
         /// frame holds.
         #[test]
         fn decoding_arbitrary_control_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let bytes = Bytes::from(bytes);
             let _ = decode_control::<RequestEnvelope>(&bytes);
             let _ = decode_control::<FopResult<Reply>>(&bytes);
             let _ = decode_control::<crate::wire::Hello>(&bytes);
@@ -661,10 +873,7 @@ mod tests {
             let kind = FopKind::ALL[kind_idx];
             let env = RequestEnvelope { cx: Cx::default(), req: sample_request(kind, seed) };
             let out = request_frame(1, &env).unwrap();
-            let mut bytes = out.head.clone();
-            for p in &out.payloads {
-                bytes.extend_from_slice(p);
-            }
+            let mut bytes = out.to_vec();
             let i = pos.index(bytes.len());
             bytes[i] = val;
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -18,6 +18,7 @@
 //! owner, unless the caller says the mark is stale (its index entry is old): then the copies
 //! are compared and, if they differ, the newest (or biggest, by policy) is taken as source.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -1547,7 +1548,7 @@ pub fn merge(into: &mut HealReport, r: HealReport) {
     into.children.extend(r.children);
 }
 
-fn user_xattrs(x: Xdata) -> BTreeMap<String, Vec<u8>> {
+fn user_xattrs(x: Xdata) -> BTreeMap<String, Bytes> {
     x.iter()
         .filter(|(k, _)| k.starts_with("user."))
         .map(|(k, v)| (k.clone(), v.clone()))
