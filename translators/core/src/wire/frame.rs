@@ -422,7 +422,7 @@ pub fn message_frame<T: Serialize + WireWalk>(
     let mut count = CountWriter::default();
     bincode::serde::encode_into_writer(value, &mut count, config()).map_err(cannot)?;
     let mut w = ControlWriter {
-        cur: Vec::with_capacity(HEADER_LEN + count.len - count.shared),
+        cur: Vec::with_capacity(HEADER_LEN + count.len.saturating_sub(count.shared)),
         head: None,
         rest: Vec::new(),
     };
@@ -443,7 +443,8 @@ pub fn message_frame<T: Serialize + WireWalk>(
             h
         }
     };
-    let len = count.len;
+    // The length as encoded (the counting pass only sized the buffer).
+    let len = head.len() - HEADER_LEN + rest.iter().map(Bytes::len).sum::<usize>();
     let payloads = collect_payloads(value);
     let header = frame_header(kind, opcode, id, len, &payloads)?;
     if let Some(h) = head.get_mut(..HEADER_LEN) {
