@@ -253,6 +253,43 @@ struct Workload {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// What each brick holds of `rel` (beside the mount `mnt`), for the report of a wrong read:
+/// size, whether it is right or how many zero bytes it has, and its cairn xattrs.
+fn copies_on_bricks(mnt: &Path, rel: &str, want: &[u8]) -> String {
+    let Some(top) = mnt.parent() else {
+        return String::new();
+    };
+    (0..3)
+        .map(|i| {
+            let p = top.join(format!("brick{i}")).join(rel);
+            let data = match fs::read(&p) {
+                Ok(d) if d == want => "right".to_string(),
+                Ok(d) => format!(
+                    "{} bytes, {} zero",
+                    d.len(),
+                    d.iter().filter(|&&x| x == 0).count()
+                ),
+                Err(e) => format!("{e}"),
+            };
+            let mut names = vec![0u8; 4096];
+            let n = rustix::fs::llistxattr(&p, &mut names).unwrap_or(0);
+            let xattrs: Vec<String> = names[..n]
+                .split(|&b| b == 0)
+                .filter_map(|k| std::str::from_utf8(k).ok())
+                .filter(|k| k.starts_with("trusted.cairn."))
+                .map(|k| {
+                    let mut v = vec![0u8; 256];
+                    let m = rustix::fs::lgetxattr(&p, k, &mut v).unwrap_or(0);
+                    let hex: String = v[..m].iter().map(|b| format!("{b:02x}")).collect();
+                    format!("{k}={hex}")
+                })
+                .collect();
+            format!("brick {i}: {data} {xattrs:?}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn errno_name(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => nix::errno::Errno::from_raw(n).to_string(),
@@ -364,9 +401,10 @@ impl Workload {
                         let zeros = b.iter().filter(|&&x| x == 0).count();
                         let again = fs::read(mnt.join(&a.rel)).map(|r| r == want);
                         format!(
-                            "{}: {} bytes, first wrong byte at {first:?}, {zeros} zero bytes, read again right: {again:?}",
+                            "{}: {} bytes, first wrong byte at {first:?}, {zeros} zero bytes, read again right: {again:?}; copies: {}",
                             a.rel,
-                            b.len()
+                            b.len(),
+                            copies_on_bricks(&mnt, &a.rel, &want)
                         )
                     };
                     let got = got.map(|b| if b == want { Ok(()) } else { Err(describe(&b)) });
