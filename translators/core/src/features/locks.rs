@@ -11,7 +11,10 @@
 //! A blocking request waits in FIFO order: a waiter is granted only when it conflicts with
 //! neither a granted lock nor an earlier waiter, so writers are not starved by readers.
 //! When a client disconnects (`client_gone`) all its locks are released and its waiters
-//! dropped, so a crashed client never wedges a brick.
+//! dropped, so a crashed client never wedges a brick. A lock request of that connection
+//! still on its way through the brick (read before the disconnect, run after it) is refused:
+//! granted, it would be held by nobody, for ever, and every later heal or writer of the
+//! file would wait on it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -129,6 +132,31 @@ enum Key {
 pub struct Locks {
     base: XlatorBase,
     table: Mutex<HashMap<Key, Resource>>,
+    /// Clients that disconnected, the latest [`GONE_KEPT`] (taken after `table`).
+    gone: Mutex<Gone>,
+}
+
+/// How many disconnected clients are remembered. A request of one can only be on its way
+/// for a moment after the disconnect, while this many other connections come and go.
+const GONE_KEPT: usize = 4096;
+
+#[derive(Default)]
+struct Gone {
+    set: std::collections::HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Gone {
+    fn add(&mut self, client: u64) {
+        if self.set.insert(client) {
+            self.order.push_back(client);
+            if self.order.len() > GONE_KEPT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
 }
 
 impl Locks {
@@ -137,6 +165,7 @@ impl Locks {
         Locks {
             base: XlatorBase::new(name, TYPE.decl.type_name, children),
             table: Mutex::new(HashMap::new()),
+            gone: Mutex::new(Gone::default()),
         }
     }
 
@@ -157,6 +186,15 @@ impl Locks {
     async fn acquire(&self, key: Key, lock: Held, wait: LockWait) -> FopResult<()> {
         let rx = {
             let mut table = self.table()?;
+            if self
+                .gone
+                .lock()
+                .is_ok_and(|g| g.set.contains(&lock.owner.client))
+            {
+                return Err(FopError::not_connected(
+                    "lock request of a client that has disconnected",
+                ));
+            }
             let res = table.entry(key.clone()).or_default();
             let conflict = res.granted.iter().any(|g| g.conflicts(&lock))
                 || res.waiting.iter().any(|w| w.lock.conflicts(&lock));
@@ -245,6 +283,9 @@ impl Translator for Locks {
 
     fn client_gone(&self, client: u64) {
         if let Ok(mut table) = self.table.lock() {
+            if let Ok(mut g) = self.gone.lock() {
+                g.add(client);
+            }
             for res in table.values_mut() {
                 res.granted.retain(|g| g.owner.client != client);
                 res.waiting.retain(|w| w.lock.owner.client != client);
@@ -489,6 +530,56 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         l.client_gone(4);
         assert_eq!(doomed.await.unwrap().unwrap_err().errno, libc::ENOTCONN);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_runs_after_its_client_disconnected_is_refused() {
+        let l = locks();
+        l.client_gone(3);
+        // Read from the connection before it closed, run after: never granted.
+        for wait in [LockWait::NoWait, LockWait::Wait] {
+            let err = l
+                .inodelk(
+                    &cx(3, 1),
+                    "d".into(),
+                    target(),
+                    wait,
+                    lk(LockType::Write, 0, 0),
+                    Xdata::new(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.errno, libc::ENOTCONN);
+        }
+        let err = l
+            .entrylk(
+                &cx(3, 1),
+                "d".into(),
+                Loc::inode(Gfid([9; 16])),
+                None,
+                LockWait::NoWait,
+                LockType::Write,
+                Xdata::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno, libc::ENOTCONN);
+        assert_eq!(l.granted_count(), 0);
+        // The lock stays free for the living.
+        try_lock(&l, &cx(5, 1), LockType::Write, 0, 0)
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn disconnected_clients_are_remembered_within_a_bound() {
+        let mut g = Gone::default();
+        for c in 0..(GONE_KEPT as u64 + 10) {
+            g.add(c);
+        }
+        assert_eq!(g.set.len(), GONE_KEPT);
+        assert!(!g.set.contains(&0));
+        assert!(g.set.contains(&(GONE_KEPT as u64 + 9)));
     }
 
     #[tokio::test]
