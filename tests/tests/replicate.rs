@@ -1863,6 +1863,79 @@ async fn a_lookup_that_judged_a_copy_before_heal_blamed_it_is_not_handed_its_zer
     g.stop().await;
 }
 
+/// Lookup (asking for content) and read of `gfid` on brick 0 alone, through `g`'s client of
+/// it: what the lookup carried, and what the read got.
+async fn on_brick_0(g: &Graph, gfid: Gfid) -> (Option<Vec<u8>>, FopResult<Vec<u8>>) {
+    let b0 = g.node("test-client-0").unwrap();
+    let mut x = Xdata::new();
+    x.set_u64(performance::quick_read::WANT_KEY, 4 << 20);
+    let e = b0.lookup(&cx(), Loc::inode(gfid), x).await.unwrap();
+    let content = e
+        .xdata
+        .get(performance::quick_read::CONTENT_KEY)
+        .map(<[u8]>::to_vec);
+    let fd = Fd::new(gfid, libc::O_RDONLY);
+    b0.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_RDONLY,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let read = b0.read(&cx(), fd.clone(), 0, 4 << 20, Xdata::new()).await;
+    b0.release(&cx(), fd).await.unwrap();
+    (content, read.map(|p| p.bytes().to_vec()))
+}
+
+/// A heal cut off while it rewrites a copy (its healer gone) leaves zeros there. Blame keeps
+/// replicate's lookups off that copy, but a reader may still hold a verdict from before, so
+/// the brick itself serves none of it until a later heal has rewritten it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_whose_heal_was_cut_off_serves_nothing_until_healed() {
+    use cluster::afr::heal::{Resolve, Throttle};
+    let set = start_set();
+    let (gfid, new, _old) = older_on_brick_0_and_dirty_everywhere(&set).await;
+    let g = client(&set).await;
+    let afr = g.find::<cluster::afr::Afr>().next().unwrap();
+    let copy = set.dirs[0].join("img");
+    let mid_rewrite = || {
+        fs::read(&copy).is_ok_and(|d| d.len() == new.len() && d[new.len() - 4096..] == [0; 4096])
+    };
+    let slow = Throttle::new(256 << 10);
+    let heal = afr.heal(Loc::inode(gfid), &Resolve::None, true, &slow);
+    let cut = async {
+        let t0 = Instant::now();
+        while !mid_rewrite() && t0.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = heal => panic!("the heal ended before it could be cut off: {r:?}"),
+        () = cut => {}
+    }
+    assert!(mid_rewrite(), "brick 0's copy was being rewritten");
+    g.stop().await;
+    let reader = client(&set).await;
+    let (content, read) = on_brick_0(&reader, gfid).await;
+    assert_eq!(content, None, "a lookup was handed the half-made copy");
+    let err = read.expect_err("a read of the half-made copy was served");
+    assert_eq!(err.errno, libc::EIO, "{err}");
+    // Healed whole by a later pass, it serves again.
+    let afr = reader.find::<cluster::afr::Afr>().next().unwrap();
+    let r = afr
+        .heal(Loc::inode(gfid), &Resolve::None, true, &Throttle::new(0))
+        .await
+        .unwrap();
+    assert!(r.split_brain.is_none(), "{r:?}");
+    assert!(fs::read(&copy).unwrap() == new);
+    let (content, read) = on_brick_0(&reader, gfid).await;
+    assert!(content.is_some_and(|c| c == new));
+    assert!(read.unwrap() == new);
+    reader.stop().await;
+}
+
 /// A copy missing from a wiped brick is made again by a full heal: created empty, then
 /// filled. Nothing blamed the wiped brick for it, so heal must before it starts, or a
 /// lookup could judge the half-made copy good and hand out its zeros.

@@ -5,11 +5,11 @@
 //! `fsync` of a file this fd created also syncs the new name and its handle, so a file
 //! whose fsync returned survives a crash with its name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_translators::{Fd, FopError, FopResult, Gfid, Iatt, Loc, Payload, Whence};
@@ -61,40 +61,62 @@ impl OpenFile {
 /// runs inside [`Rewrites::steady`]: it is refused while the file is being rewritten, and its
 /// result is dropped when a rewrite of the file began meanwhile (an epoch, striped by gfid,
 /// moves on at every start).
+///
+/// A rewrite ends well when heal says so ([`RewriteGuard::finish`], a flush carrying
+/// [`cairn_translators::types::REWRITE_DONE_KEY`]) before it closes the file. One that ends
+/// otherwise (a failed write on a full disk, a healer killed) leaves a copy that may hold
+/// zeros: its contents stay refused until a later rewrite of it finishes.
 pub struct Rewrites {
     /// Epochs, by the last byte of a gfid.
     epochs: [AtomicU64; 256],
-    open: Mutex<HashMap<Gfid, usize>>,
+    state: Mutex<RewriteState>,
+}
+
+#[derive(Default)]
+struct RewriteState {
+    /// Rewrites under way, by file.
+    open: HashMap<Gfid, usize>,
+    /// Files whose last rewrite did not finish.
+    unfinished: HashSet<Gfid>,
 }
 
 impl Default for Rewrites {
     fn default() -> Rewrites {
         Rewrites {
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
-            open: Mutex::new(HashMap::new()),
+            state: Mutex::new(RewriteState::default()),
         }
     }
 }
 
 /// A rewrite in progress; it ends when this is dropped (when its fd is released, or its
-/// connection lost).
+/// connection lost), well only if [`RewriteGuard::finish`] was called first.
 pub struct RewriteGuard {
     rewrites: Arc<Rewrites>,
     gfid: Gfid,
+    finished: AtomicBool,
+}
+
+impl RewriteGuard {
+    /// The copy is whole again: it may serve its contents once this rewrite ends.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for RewriteGuard {
     fn drop(&mut self) {
-        let mut m = self
-            .rewrites
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.gfid) {
+        let mut st = self.rewrites.lock();
+        if let Some(n) = st.open.get_mut(&self.gfid) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.gfid);
+                st.open.remove(&self.gfid);
             }
+        }
+        if self.finished.load(Ordering::SeqCst) {
+            st.unfinished.remove(&self.gfid);
+        } else {
+            st.unfinished.insert(self.gfid);
         }
     }
 }
@@ -102,21 +124,18 @@ impl Drop for RewriteGuard {
 impl Rewrites {
     /// Starts a rewrite of `gfid`, before the first byte of it changes.
     pub fn begin(self: &Arc<Self>, gfid: Gfid) -> RewriteGuard {
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(gfid)
-            .or_insert(0) += 1;
+        *self.lock().open.entry(gfid).or_insert(0) += 1;
         self.epoch(gfid).fetch_add(1, Ordering::SeqCst);
         RewriteGuard {
             rewrites: Arc::clone(self),
             gfid,
+            finished: AtomicBool::new(false),
         }
     }
 
-    /// Runs `read`, a read of `gfid`'s contents, and gives its result only if no rewrite of
-    /// the file was under way when it started or began before it ended.
+    /// Runs `read`, a read of `gfid`'s contents, and gives its result only if the copy was
+    /// whole when it started (no rewrite under way, none left unfinished) and no rewrite of
+    /// it began before it ended.
     pub fn steady<T>(&self, gfid: Gfid, read: impl FnOnce() -> T) -> Option<T> {
         let before = self.epoch(gfid).load(Ordering::SeqCst);
         if self.busy(gfid) {
@@ -127,10 +146,12 @@ impl Rewrites {
     }
 
     fn busy(&self, gfid: Gfid) -> bool {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&gfid)
+        let st = self.lock();
+        st.open.contains_key(&gfid) || st.unfinished.contains(&gfid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RewriteState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn epoch(&self, gfid: Gfid) -> &AtomicU64 {
@@ -189,6 +210,16 @@ impl Store {
         }
         .map_err(|e| sys_error(e, "read", &of.path))?;
         Ok(Payload::new(buf))
+    }
+
+    /// Flush: nothing to write back (writes go straight to the file); a flush that carries
+    /// [`cairn_translators::types::REWRITE_DONE_KEY`] says the fd's rewrite is finished.
+    pub(crate) fn flush(&self, fd: &Fd, done: bool) -> FopResult<()> {
+        let of = open_file(fd)?;
+        if done && let Some(g) = &of.rewrite {
+            g.finish();
+        }
+        Ok(())
     }
 
     pub(crate) fn write(&self, fd: &Fd, offset: u64, data: &Payload) -> FopResult<Iatt> {

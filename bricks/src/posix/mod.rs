@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cairn_translators::graph::{BuildCtx, TranslatorType};
-use cairn_translators::types::REWRITE_KEY;
+use cairn_translators::types::{REWRITE_DONE_KEY, REWRITE_KEY};
 use cairn_translators::wire::{Batch, CompoundResult, Request, run_compound};
 use cairn_translators::{
     Cx, DirEntry, Entry, Fd, FopError, FopResult, Gfid, Iatt, Loc, Payload, SetAttr, Statfs,
@@ -328,8 +328,9 @@ impl Translator for Posix {
         self.run(move |s| s.write(&fd, offset, &data)).await
     }
 
-    async fn flush(&self, _cx: &Cx, fd: Fd, _xdata: Xdata) -> FopResult<()> {
-        data::open_file(&fd).map(|_| ())
+    async fn flush(&self, _cx: &Cx, fd: Fd, xdata: Xdata) -> FopResult<()> {
+        let done = xdata.contains(REWRITE_DONE_KEY);
+        self.run(move |s| s.flush(&fd, done)).await
     }
 
     async fn fsync(&self, _cx: &Cx, fd: Fd, datasync: bool, _xdata: Xdata) -> FopResult<()> {

@@ -1802,12 +1802,7 @@ async fn a_copy_heal_rewrites_in_place_serves_no_content_until_it_is_whole() {
     )
     .await
     .unwrap();
-    let mut rewrite = Xdata::new();
-    rewrite.set(types::REWRITE_KEY, Vec::new());
-    let wfd = Fd::new(g, libc::O_WRONLY);
-    p.open(&cx(), Loc::inode(g), libc::O_WRONLY, wfd.clone(), rewrite)
-        .await
-        .unwrap();
+    let wfd = open_rewrite(&p, g).await;
     // Heal empties the copy and sets its size: zeros, which nobody may be served.
     for size in [0, 5000] {
         p.truncate(&cx(), Target::Fd(wfd.clone()), size, Xdata::new())
@@ -1830,7 +1825,8 @@ async fn a_copy_heal_rewrites_in_place_serves_no_content_until_it_is_whole() {
     .await
     .unwrap();
     assert_eq!(lookup_content(&p, "img.dcm").await, None);
-    // Released: the copy is whole, and read again.
+    // Finished and released: the copy is whole, and read again.
+    finish_rewrite(&p, &wfd).await;
     p.release(&cx(), wfd).await.unwrap();
     let data = p
         .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
@@ -1872,21 +1868,96 @@ async fn a_copy_heal_creates_serves_no_content_until_it_is_filled() {
     )
     .await
     .unwrap();
+    finish_rewrite(&p, &wfd).await;
     p.release(&cx(), wfd).await.unwrap();
     assert_eq!(lookup_content(&p, "new.dcm").await, Some(vec![5u8; 3000]));
+}
+
+/// Tells the brick the rewrite through `wfd` is finished, as heal does.
+async fn finish_rewrite(p: &Posix, wfd: &Fd) {
+    let mut done = Xdata::new();
+    done.set(types::REWRITE_DONE_KEY, Vec::new());
+    p.flush(&cx(), wfd.clone(), done).await.unwrap();
+}
+
+/// Opens `g` for a rewrite in place, as heal does.
+async fn open_rewrite(p: &Posix, g: Gfid) -> Fd {
+    let mut rewrite = Xdata::new();
+    rewrite.set(types::REWRITE_KEY, Vec::new());
+    let wfd = Fd::new(g, libc::O_WRONLY);
+    p.open(&cx(), Loc::inode(g), libc::O_WRONLY, wfd.clone(), rewrite)
+        .await
+        .unwrap();
+    wfd
+}
+
+#[tokio::test]
+async fn a_rewrite_that_never_finished_leaves_the_copy_refused_until_one_does() {
+    let (_d, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "img.dcm", &[7u8; 5000]).await;
+    // Heal empties the copy, sets its size, and its write fails (a full disk): zeros.
+    let wfd = open_rewrite(&p, g).await;
+    p.truncate(&cx(), Target::Fd(wfd.clone()), 0, Xdata::new())
+        .await
+        .unwrap();
+    p.truncate(&cx(), Target::Fd(wfd.clone()), 5000, Xdata::new())
+        .await
+        .unwrap();
+    p.release(&cx(), wfd).await.unwrap();
+    assert_eq!(lookup_content(&p, "img.dcm").await, None);
+    let rfd = Fd::new(g, libc::O_RDONLY);
+    p.open(
+        &cx(),
+        Loc::inode(g),
+        libc::O_RDONLY,
+        rfd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    let err = p
+        .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, libc::EIO, "{err}");
+    // A later heal rewrites it and finishes.
+    let wfd = open_rewrite(&p, g).await;
+    p.write(
+        &cx(),
+        wfd.clone(),
+        0,
+        Payload::new(vec![9u8; 5000]),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    finish_rewrite(&p, &wfd).await;
+    p.release(&cx(), wfd).await.unwrap();
+    let data = p
+        .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(data.bytes(), &[9u8; 5000][..]);
+    assert_eq!(lookup_content(&p, "img.dcm").await, Some(vec![9u8; 5000]));
+    p.release(&cx(), rfd).await.unwrap();
 }
 
 #[test]
 fn a_read_overlapped_by_the_start_of_a_rewrite_is_dropped() {
     let rewrites = Arc::new(super::data::Rewrites::default());
     let g = Gfid::random();
+    let finished = |g: Gfid| {
+        let guard = rewrites.begin(g);
+        guard.finish();
+        guard
+    };
     assert_eq!(rewrites.steady(g, || 1), Some(1));
     // Begun (and even ended) while the read ran: what it read may be torn.
-    assert_eq!(rewrites.steady(g, || drop(rewrites.begin(g))), None);
-    let guard = rewrites.begin(g);
+    assert_eq!(rewrites.steady(g, || drop(finished(g))), None);
+    let guard = finished(g);
     assert_eq!(rewrites.steady(g, || 2), None);
     // Two rewrites of one file: busy until both end.
-    let second = rewrites.begin(g);
+    let second = finished(g);
     drop(guard);
     assert_eq!(rewrites.steady(g, || 3), None);
     drop(second);
@@ -1894,5 +1965,10 @@ fn a_read_overlapped_by_the_start_of_a_rewrite_is_dropped() {
     // Another file's rewrite in a different stripe leaves this one's reads alone.
     let mut other = Gfid::random();
     other.0[15] = g.0[15].wrapping_add(1);
-    assert_eq!(rewrites.steady(g, || drop(rewrites.begin(other))), Some(()));
+    assert_eq!(rewrites.steady(g, || drop(finished(other))), Some(()));
+    // One that ends unfinished leaves the copy refused, until one finishes.
+    drop(rewrites.begin(g));
+    assert_eq!(rewrites.steady(g, || 5), None);
+    drop(finished(g));
+    assert_eq!(rewrites.steady(g, || 6), Some(6));
 }

@@ -582,8 +582,14 @@ pub const CREATED_KEY: &str = "cairn.posix.created";
 /// fills it again). Until that fd is released the brick serves no content of the file: reads
 /// of it fail with `EIO` (replicate then reads another copy) and lookups carry no quick-read
 /// content, so a reader whose lookup judged this copy good before heal blamed it never gets
-/// the half-rebuilt bytes.
+/// the half-rebuilt bytes. Unless a flush of the fd carried [`REWRITE_DONE_KEY`] first, the
+/// contents stay refused after the release too (the copy may hold zeros), until a later
+/// rewrite finishes.
 pub const REWRITE_KEY: &str = "cairn.posix.rewrite";
+
+/// Request xdata key of `flush` (any value) on an fd opened with [`REWRITE_KEY`]: the
+/// rewrite is finished and the copy whole.
+pub const REWRITE_DONE_KEY: &str = "cairn.posix.rewrite-done";
 
 /// Xdata key of entry-creating fops (mkdir, mknod, create, symlink, and link and rename for
 /// the new name): the layout generation of the parent directory the caller placed the name

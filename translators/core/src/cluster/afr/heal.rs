@@ -896,6 +896,7 @@ impl Afr {
             return Err(e);
         }
         let r = self.copy_contents(cx, src, dst, &rfd, &wfd, throttle).await;
+        let r = finish_rewrite(cx, dst, &wfd, r).await;
         let _ = src.release(cx, rfd).await;
         let _ = dst.release(cx, wfd).await;
         r
@@ -1194,7 +1195,12 @@ impl Afr {
                         ia.perm,
                         0,
                         wfd.clone(),
-                        rewrite_xdata(),
+                        // (An arbiter's copy holds no contents to refuse.)
+                        if self.is_arbiter(sink) {
+                            Xdata::new()
+                        } else {
+                            rewrite_xdata()
+                        },
                     )
                     .await;
                 if let Err(err) = made {
@@ -1231,6 +1237,7 @@ impl Afr {
                             Ok(()) => {
                                 let r =
                                     self.copy_contents(cx, src, dst, &rfd, &wfd, throttle).await;
+                                let r = finish_rewrite(cx, dst, &wfd, r).await;
                                 let _ = src.release(cx, rfd).await;
                                 r
                             }
@@ -1617,4 +1624,20 @@ fn rewrite_xdata() -> Xdata {
     let mut x = Xdata::new();
     x.set(crate::types::REWRITE_KEY, Vec::new());
     x
+}
+
+/// After a copy into `wfd` (opened with [`rewrite_xdata`]): when it succeeded, tells the
+/// sink's brick the copy is whole ([`crate::types::REWRITE_DONE_KEY`]); until then, and for
+/// good if it failed, the brick serves none of it.
+async fn finish_rewrite(
+    cx: &Cx,
+    dst: &XlatorRef,
+    wfd: &Fd,
+    copied: FopResult<u64>,
+) -> FopResult<u64> {
+    let n = copied?;
+    let mut x = Xdata::new();
+    x.set(crate::types::REWRITE_DONE_KEY, Vec::new());
+    dst.flush(cx, wfd.clone(), x).await?;
+    Ok(n)
 }
