@@ -111,14 +111,36 @@ impl CairnFs {
 
     /// Runs `task` against generation `g`: for operations on an open file, the generation
     /// the file was opened on.
+    ///
+    /// The task is first polled once here, on the FUSE thread that read the request, inside
+    /// the runtime's context. One that needs no waiting (a lookup or getattr the caches
+    /// answer; an open, read, flush or release of an image quick-read holds) replies at
+    /// once, without waking a runtime thread: reading a small image is five such requests.
+    /// A task that has to wait is handed to the runtime, which polls it again with its own
+    /// waker.
     fn spawn_on<F, Fut>(&self, g: Arc<Generation>, task: F)
     where
         F: FnOnce(Arc<Shared>, Arc<Generation>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let _in_runtime = self.s.rt.enter();
+        let mut fut = Box::pin(task(Arc::clone(&self.s), g));
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        // A panic is contained as the runtime would contain it in a task: the request's
+        // reply is dropped (fuser answers EIO) and the FUSE thread goes on.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fut.as_mut().poll(&mut first)
+        })) {
+            Ok(std::task::Poll::Pending) => {}
+            Ok(std::task::Poll::Ready(())) => return,
+            Err(_) => {
+                tracing::error!("a FUSE request's handler panicked; answered EIO");
+                return;
+            }
+        }
         // If the runtime is shutting down the task is dropped, and with it the reply,
         // which fuser then answers with EIO.
-        drop(self.s.rt.spawn(task(Arc::clone(&self.s), g)));
+        drop(self.s.rt.spawn(fut));
     }
 }
 

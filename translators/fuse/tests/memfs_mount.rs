@@ -894,3 +894,64 @@ fn graphs_switch_under_open_files_and_a_busy_writer() {
     });
     std::fs::remove_dir(&dir).unwrap();
 }
+
+/// A request the graph can answer without waiting is answered on the FUSE thread that read
+/// it, not handed to a runtime thread (the caches answer most of an image read this way).
+/// Here the runtime is never driven at all: a current-thread runtime nobody runs, so any
+/// request handed to it would never be answered. Over the in-memory volume, which never
+/// waits, a whole create, write, read, stat, list and delete still completes.
+#[test]
+fn requests_that_need_no_waiting_are_answered_without_the_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mem = Mem::new();
+    let dir = std::env::temp_dir().join(format!("cairn-fuse-inline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = cairn_fuse::MountOptions {
+        fsname: "cairn:inlinetest".into(),
+        ..Default::default()
+    };
+    let handle =
+        cairn_fuse::mount(graph("inlinetest", &mem), &dir, &opts, rt.handle().clone()).unwrap();
+    let mp = handle.mountpoint().to_path_buf();
+    let unmounter = handle.unmounter();
+
+    let (done, finished) = std::sync::mpsc::channel();
+    let work_mp = mp.clone();
+    std::thread::spawn(move || {
+        let series = work_mp.join("series");
+        std::fs::create_dir(&series).unwrap();
+        let image = series.join("IM-0001.dcm");
+        std::fs::write(&image, b"DICM inline").unwrap();
+        let back = std::fs::read(&image).unwrap();
+        let len = std::fs::metadata(&image).unwrap().len();
+        let names: Vec<String> = std::fs::read_dir(&series)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        std::fs::remove_file(&image).unwrap();
+        let _ = done.send((back, len, names));
+    });
+    let got = finished.recv_timeout(Duration::from_secs(20));
+    if got.is_err() {
+        // Unblock the stuck thread before failing.
+        let _ = unmounter.detach();
+    }
+    let (back, len, names) = got.expect("a request waited for the runtime");
+    assert_eq!(back, b"DICM inline");
+    assert_eq!(len, 11);
+    assert_eq!(names, ["IM-0001.dcm"]);
+    {
+        let nodes = mem.nodes.lock().unwrap();
+        let series = nodes[&Gfid::ROOT].children["series"];
+        assert!(
+            nodes[&series].children.is_empty(),
+            "the delete reached the volume"
+        );
+    }
+    unmounter.unmount().unwrap();
+    handle.join().unwrap();
+    std::fs::remove_dir(&dir).unwrap();
+}
