@@ -1563,6 +1563,84 @@ async fn quick_read_never_serves_content_from_a_copy_that_missed_a_change() {
     g2.stop().await;
 }
 
+/// Another client changes a file while this one cannot reach brick 0; when brick 0 comes
+/// back, this client's verdict on the file (every copy good, from before) is stale, and a
+/// read through a descriptor it opened before must not be served brick 0's old copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_brick_back_after_missing_another_clients_change_is_not_read_by_an_old_verdict() {
+    let mut set = start_set();
+    set.volfile = set.volfile.replace(
+        "      eager-lock-idle: 200ms\n",
+        "      eager-lock-idle: 200ms\n      heal-on-access: off\n",
+    );
+    let reader = client(&set).await;
+    let writer = client(&set).await;
+    let gfid = put(writer.top(), Gfid::ROOT, "report", b"version 1")
+        .await
+        .unwrap();
+    // The reader judges every copy good and opens the file everywhere.
+    let top = reader.top();
+    top.lookup(&cx(), Loc::entry(Gfid::ROOT, "report"), Xdata::new())
+        .await
+        .unwrap();
+    let r = Fd::new(gfid, libc::O_RDONLY);
+    top.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_RDONLY,
+        r.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    set.bricks[0].kill();
+    wait_for(Duration::from_secs(10), || {
+        !reader.node("test-client-0").unwrap().is_up()
+            && !writer.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    let w = Fd::new(gfid, libc::O_WRONLY);
+    let wt = writer.top();
+    wt.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_WRONLY,
+        w.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    wt.write(
+        &cx(),
+        w.clone(),
+        0,
+        Payload::new(b"version 2".to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    wt.release(&cx(), w).await.unwrap();
+    set.bricks[0].restart();
+    wait_for(Duration::from_secs(10), || {
+        reader.node("test-client-0").unwrap().is_up()
+    })
+    .await;
+    // (Brick 0, first up, is where a verdict of "all good" sends reads.)
+    let got = top
+        .read(&cx(), r.clone(), 0, 100, Xdata::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.bytes().as_ref(),
+        b"version 2",
+        "read the copy that missed the other client's write"
+    );
+    assert_eq!(fs::read(set.dirs[0].join("report")).unwrap(), b"version 1");
+    top.release(&cx(), r).await.unwrap();
+    reader.stop().await;
+    writer.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_long_after_the_lookup_never_goes_to_a_copy_that_missed_a_change() {
     let mut set = start_set();

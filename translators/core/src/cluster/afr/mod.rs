@@ -1190,6 +1190,11 @@ impl Translator for Afr {
             }
             Event::ChildUp { origin } => {
                 tracing::info!(replica = self.base.name(), brick = %origin, up = self.up_children().len(), "a brick of the replica set is up");
+                // While this client could not reach it, others may have changed files
+                // without it (it is blamed on their bricks, not in this client's verdicts).
+                // Reads judge the copies again first, as after the table was emptied; a
+                // lookup replaces a verdict the same way.
+                self.forget_verdicts();
             }
         }
         if now_up != was {
