@@ -1563,6 +1563,30 @@ async fn quick_read_never_serves_content_from_a_copy_that_missed_a_change() {
     g2.stop().await;
 }
 
+/// Opens `gfid` for writing through `top`, writes `data` at offset 0 and closes it.
+async fn overwrite(top: &XlatorRef, gfid: Gfid, data: &[u8]) {
+    let w = Fd::new(gfid, libc::O_WRONLY);
+    top.open(
+        &cx(),
+        Loc::inode(gfid),
+        libc::O_WRONLY,
+        w.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.write(
+        &cx(),
+        w.clone(),
+        0,
+        Payload::new(data.to_vec()),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    top.release(&cx(), w).await.unwrap();
+}
+
 /// Another client changes a file while this one cannot reach brick 0; when brick 0 comes
 /// back, this client's verdict on the file (every copy good, from before) is stale, and a
 /// read through a descriptor it opened before must not be served brick 0's old copy.
@@ -1599,27 +1623,7 @@ async fn a_brick_back_after_missing_another_clients_change_is_not_read_by_an_old
             && !writer.node("test-client-0").unwrap().is_up()
     })
     .await;
-    let w = Fd::new(gfid, libc::O_WRONLY);
-    let wt = writer.top();
-    wt.open(
-        &cx(),
-        Loc::inode(gfid),
-        libc::O_WRONLY,
-        w.clone(),
-        Xdata::new(),
-    )
-    .await
-    .unwrap();
-    wt.write(
-        &cx(),
-        w.clone(),
-        0,
-        Payload::new(b"version 2".to_vec()),
-        Xdata::new(),
-    )
-    .await
-    .unwrap();
-    wt.release(&cx(), w).await.unwrap();
+    overwrite(writer.top(), gfid, b"version 2").await;
     set.bricks[0].restart();
     wait_for(Duration::from_secs(10), || {
         reader.node("test-client-0").unwrap().is_up()
@@ -1663,26 +1667,7 @@ async fn a_read_long_after_the_lookup_never_goes_to_a_copy_that_missed_a_change(
         .unwrap()
         .iatt
         .gfid;
-    let w = Fd::new(gfid, libc::O_WRONLY);
-    top.open(
-        &cx(),
-        Loc::inode(gfid),
-        libc::O_WRONLY,
-        w.clone(),
-        Xdata::new(),
-    )
-    .await
-    .unwrap();
-    top.write(
-        &cx(),
-        w.clone(),
-        0,
-        Payload::new(b"version 2".to_vec()),
-        Xdata::new(),
-    )
-    .await
-    .unwrap();
-    top.release(&cx(), w).await.unwrap();
+    overwrite(top, gfid, b"version 2").await;
     set.bricks[0].restart();
     wait_for(Duration::from_secs(10), || {
         g.node("test-client-0").unwrap().is_up()

@@ -43,10 +43,10 @@ impl OpenFile {
         }
     }
 
-    /// This open file rewrites its file in place: no content of it is served until it is
-    /// closed.
-    pub fn rewriting(mut self, guard: RewriteGuard) -> OpenFile {
-        self.rewrite = Some(guard);
+    /// With a guard, this open file rewrites its file in place: no content of it is served
+    /// until the rewrite ends finished (see [`Rewrites`]).
+    pub fn rewriting(mut self, guard: Option<RewriteGuard>) -> OpenFile {
+        self.rewrite = guard;
         self
     }
 }

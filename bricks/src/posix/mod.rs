@@ -287,22 +287,14 @@ impl Translator for Posix {
         let (entry, file) = self
             .run(move |s| s.create(&cx, &loc, flags, mode, umask, &xdata))
             .await?;
-        let file = match rewrite {
-            Some(g) => file.rewriting(g),
-            None => file,
-        };
-        fd.set_ctx(data::CTX, Arc::new(file));
+        fd.set_ctx(data::CTX, Arc::new(file.rewriting(rewrite)));
         Ok(entry)
     }
 
     async fn open(&self, _cx: &Cx, loc: Loc, flags: i32, fd: Fd, xdata: Xdata) -> FopResult<()> {
         let rewrite = self.rewrite_of(&loc, &fd, &xdata);
         let file = self.run(move |s| s.open(&loc, flags)).await?;
-        let file = match rewrite {
-            Some(g) => file.rewriting(g),
-            None => file,
-        };
-        fd.set_ctx(data::CTX, Arc::new(file));
+        fd.set_ctx(data::CTX, Arc::new(file.rewriting(rewrite)));
         Ok(())
     }
 

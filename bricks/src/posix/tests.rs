@@ -1804,11 +1804,7 @@ async fn a_copy_heal_rewrites_in_place_serves_no_content_until_it_is_whole() {
     .unwrap();
     let wfd = open_rewrite(&p, g).await;
     // Heal empties the copy and sets its size: zeros, which nobody may be served.
-    for size in [0, 5000] {
-        p.truncate(&cx(), Target::Fd(wfd.clone()), size, Xdata::new())
-            .await
-            .unwrap();
-    }
+    empty_to(&p, &wfd, 5000).await;
     let err = p
         .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
         .await
@@ -1859,18 +1855,26 @@ async fn a_copy_heal_creates_serves_no_content_until_it_is_filled() {
         .await
         .unwrap();
     assert_eq!(lookup_content(&p, "new.dcm").await, None);
-    p.write(
-        &cx(),
-        wfd.clone(),
-        0,
-        Payload::new(vec![5u8; 3000]),
-        Xdata::new(),
-    )
-    .await
-    .unwrap();
-    finish_rewrite(&p, &wfd).await;
-    p.release(&cx(), wfd).await.unwrap();
+    fill_and_finish(&p, wfd, vec![5u8; 3000]).await;
     assert_eq!(lookup_content(&p, "new.dcm").await, Some(vec![5u8; 3000]));
+}
+
+/// Empties the file open on `wfd` and gives it `size` bytes of zeros, as heal does first.
+async fn empty_to(p: &Posix, wfd: &Fd, size: u64) {
+    for size in [0, size] {
+        p.truncate(&cx(), Target::Fd(wfd.clone()), size, Xdata::new())
+            .await
+            .unwrap();
+    }
+}
+
+/// Writes `data` at offset 0 through `wfd`, says the rewrite is finished and closes it.
+async fn fill_and_finish(p: &Posix, wfd: Fd, data: Vec<u8>) {
+    p.write(&cx(), wfd.clone(), 0, Payload::new(data), Xdata::new())
+        .await
+        .unwrap();
+    finish_rewrite(p, &wfd).await;
+    p.release(&cx(), wfd).await.unwrap();
 }
 
 /// Tells the brick the rewrite through `wfd` is finished, as heal does.
@@ -1897,12 +1901,7 @@ async fn a_rewrite_that_never_finished_leaves_the_copy_refused_until_one_does() 
     let g = mkfile(&p, Gfid::ROOT, "img.dcm", &[7u8; 5000]).await;
     // Heal empties the copy, sets its size, and its write fails (a full disk): zeros.
     let wfd = open_rewrite(&p, g).await;
-    p.truncate(&cx(), Target::Fd(wfd.clone()), 0, Xdata::new())
-        .await
-        .unwrap();
-    p.truncate(&cx(), Target::Fd(wfd.clone()), 5000, Xdata::new())
-        .await
-        .unwrap();
+    empty_to(&p, &wfd, 5000).await;
     p.release(&cx(), wfd).await.unwrap();
     assert_eq!(lookup_content(&p, "img.dcm").await, None);
     let rfd = Fd::new(g, libc::O_RDONLY);
@@ -1922,17 +1921,7 @@ async fn a_rewrite_that_never_finished_leaves_the_copy_refused_until_one_does() 
     assert_eq!(err.errno, libc::EIO, "{err}");
     // A later heal rewrites it and finishes.
     let wfd = open_rewrite(&p, g).await;
-    p.write(
-        &cx(),
-        wfd.clone(),
-        0,
-        Payload::new(vec![9u8; 5000]),
-        Xdata::new(),
-    )
-    .await
-    .unwrap();
-    finish_rewrite(&p, &wfd).await;
-    p.release(&cx(), wfd).await.unwrap();
+    fill_and_finish(&p, wfd, vec![9u8; 5000]).await;
     let data = p
         .read(&cx(), rfd.clone(), 0, 5000, Xdata::new())
         .await
