@@ -221,20 +221,26 @@ impl Store {
     /// Path of any object by gfid: the handle of a non-directory, the real path of a
     /// directory.
     pub fn inode_path(&self, gfid: Gfid) -> FopResult<PathBuf> {
+        self.locate(gfid).map(|(path, _)| path)
+    }
+
+    /// [`Self::inode_path`], with the `lstat` of a file's handle when finding it took one
+    /// (so a caller that needs the metadata does not read it twice).
+    fn locate(&self, gfid: Gfid) -> FopResult<(PathBuf, Option<Metadata>)> {
         if gfid.is_root() {
-            return Ok(self.root.clone());
+            return Ok((self.root.clone(), None));
         }
         if gfid.is_null() {
             return Err(FopError::invalid("operation on the null gfid"));
         }
         // A directory this brick knows needs no look at the file handles (which it lacks).
         if self.dirs.lock().is_ok_and(|d| d.contains_key(&gfid)) {
-            return self.dir_path(gfid);
+            return Ok((self.dir_path(gfid)?, None));
         }
         let handle = file_handle(&self.root, gfid);
         match fs::symlink_metadata(&handle) {
-            Ok(_) => Ok(handle),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.dir_path(gfid),
+            Ok(meta) => Ok((handle, Some(meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((self.dir_path(gfid)?, None)),
             Err(e) => Err(io_error(&e, "stat handle", &handle)),
         }
     }
@@ -403,8 +409,11 @@ impl Store {
 
     /// `lstat` + gfid of a path known by gfid.
     pub fn stat_gfid(&self, gfid: Gfid) -> FopResult<(PathBuf, Iatt)> {
-        let path = self.inode_path(gfid)?;
-        let meta = lstat(&path)?;
+        let (path, meta) = self.locate(gfid)?;
+        let meta = match meta {
+            Some(meta) => meta,
+            None => lstat(&path)?,
+        };
         Ok((path, iatt(&meta, gfid)))
     }
 
