@@ -1961,3 +1961,109 @@ fn a_read_overlapped_by_the_start_of_a_rewrite_is_dropped() {
     drop(finished(g));
     assert_eq!(rewrites.steady(g, || 6), Some(6));
 }
+
+/// Passes everything to posix; one `getxattr`, once armed, stops after reading until released.
+struct Gate {
+    base: XlatorBase,
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Translator for Gate {
+    cairn_translators::xlator_base!();
+
+    async fn getxattr(
+        &self,
+        cx: &Cx,
+        target: Target,
+        name: Option<String>,
+        xdata: Xdata,
+    ) -> FopResult<Xdata> {
+        let r = self.base.child()?.getxattr(cx, target, name, xdata).await;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        r
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_entry_survives_a_clear_that_read_the_counters_before_a_new_mark() {
+    use cairn_translators::features::index::{DATA, Index, XATTR_DIRTY, counters, read_counters};
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"x").await;
+    let posix: XlatorRef = Arc::new(p);
+    let gate = Arc::new(Gate {
+        base: XlatorBase::new("gate", "test/gate", vec![Arc::clone(&posix)]),
+        armed: Default::default(),
+        entered: Default::default(),
+        release: Default::default(),
+    });
+    let idx = tempfile::tempdir().unwrap();
+    let listed = idx.path().join(g.to_string());
+    let gate_ref: XlatorRef = gate.clone();
+    let index = Arc::new(Index::new(
+        "index",
+        vec![gate_ref],
+        idx.path().to_path_buf(),
+    ));
+    let change = |n: i64| {
+        let index = Arc::clone(&index);
+        async move {
+            let mut x = Xdata::new();
+            x.set(XATTR_DIRTY, counters(DATA, n));
+            index
+                .xattrop(
+                    &cx(),
+                    Target::Loc(Loc::inode(g)),
+                    XattropOp::AddArray64,
+                    x,
+                    Xdata::new(),
+                )
+                .await
+        }
+    };
+    change(1).await.unwrap();
+    assert!(listed.exists(), "a raised counter is listed");
+
+    // A clear brings the counter to zero and reads every counter clean, then stalls before
+    // acting on what it read; meanwhile another request raises the counter again.
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let clear = tokio::spawn(change(-1));
+    gate.entered.notified().await;
+    let mark = tokio::spawn(change(1));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gate.release.notify_one();
+    clear.await.unwrap().unwrap();
+    mark.await.unwrap().unwrap();
+
+    let x = posix
+        .getxattr(&cx(), Target::Loc(Loc::inode(g)), None, Xdata::new())
+        .await
+        .unwrap();
+    let dirty = read_counters(x.get(XATTR_DIRTY).expect("dirty counter"));
+    assert_eq!(dirty, [1, 0, 0]);
+    assert!(
+        listed.exists(),
+        "the object is dirty but its index entry was removed"
+    );
+
+    // A raise that fails (no such object) leaves no entry behind.
+    let ghost = Gfid::random();
+    let mut x = Xdata::new();
+    x.set(XATTR_DIRTY, counters(DATA, 1));
+    let r = index
+        .xattrop(
+            &cx(),
+            Target::Loc(Loc::inode(ghost)),
+            XattropOp::AddArray64,
+            x,
+            Xdata::new(),
+        )
+        .await;
+    assert!(r.is_err());
+    assert!(!idx.path().join(ghost.to_string()).exists());
+}

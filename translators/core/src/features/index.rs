@@ -13,11 +13,26 @@
 //! counters this translator drops the object from the index when every counter is zero.
 //!
 //! The index (`INDEX_DIR/<gfid>`, empty files) is how self-heal finds its work without
-//! crawling the volume.
+//! crawling the volume. Two rules keep an object with a raised counter always listed:
+//!
+//! - the entry is made *before* a counter is raised, so a brick that dies between the two
+//!   leaves at worst an entry for a clean object (heal looks, finds nothing, drops it);
+//! - raising a counter (with its entry) and dropping an entry (after reading every counter
+//!   clean) take the same per-object lock. Without it, a drop that read the counters just
+//!   before another request raised one could remove the entry that request had relied on,
+//!   leaving a dirty object heal would never visit.
+//!
+//! Under the same lock the translator remembers which entries it has made (a bounded set
+//! per lock stripe), so marking a directory that is already listed, as every create in a
+//! busy directory does, costs no `open` of the index file. The index directory belongs to
+//! the brick process: entries removed behind its back are made again after a restart.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Mutex;
 
 use async_trait::async_trait;
 use cairn_volfiles::{Arity, Maturity, OptionKind, OptionSpec, Role, TypeDecl};
@@ -97,10 +112,18 @@ struct FdMark {
     marked: AtomicBool,
 }
 
+/// Lock stripes over objects (see the module documentation).
+const STRIPES: usize = 64;
+/// Entries remembered per stripe, at most; beyond, an entry is made with an `open` each time.
+const KNOWN_PER_STRIPE: usize = 1024;
+
 /// The index translator.
 pub struct Index {
     base: XlatorBase,
     dir: PathBuf,
+    /// Per stripe: held while raising a counter or dropping an entry; holds the entries this
+    /// process made and has not removed (some of them, up to the bound).
+    stripes: Vec<Mutex<HashSet<Gfid>>>,
 }
 
 impl Index {
@@ -109,6 +132,7 @@ impl Index {
         Index {
             base: XlatorBase::new(name, TYPE.decl.type_name, children),
             dir,
+            stripes: (0..STRIPES).map(|_| Mutex::new(HashSet::new())).collect(),
         }
     }
 
@@ -127,7 +151,16 @@ impl Index {
         self.base.child()
     }
 
-    async fn add_entry(&self, gfid: Gfid) {
+    fn stripe(&self, gfid: Gfid) -> &Mutex<HashSet<Gfid>> {
+        let h = xxhash_rust::xxh3::xxh3_64(&gfid.0);
+        &self.stripes[(h % STRIPES as u64) as usize]
+    }
+
+    /// Makes `gfid`'s entry, under its stripe lock (`known`).
+    fn add_entry(&self, known: &mut HashSet<Gfid>, gfid: Gfid) {
+        if known.contains(&gfid) {
+            return;
+        }
         let path = self.dir.join(gfid.to_string());
         // Inline, like the brick's other filesystem calls (see storage/posix).
         let r = std::fs::OpenOptions::new()
@@ -135,12 +168,18 @@ impl Index {
             .truncate(false)
             .write(true)
             .open(path);
-        if let Err(e) = r {
-            tracing::warn!(%gfid, error = %e, "cannot add an index entry");
+        match r {
+            Ok(_) if known.len() < KNOWN_PER_STRIPE => {
+                known.insert(gfid);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%gfid, error = %e, "cannot add an index entry"),
         }
     }
 
-    async fn remove_entry(&self, gfid: Gfid) {
+    /// Removes `gfid`'s entry, under its stripe lock (`known`).
+    fn remove_entry(&self, known: &mut HashSet<Gfid>, gfid: Gfid) {
+        known.remove(&gfid);
         let path = self.dir.join(gfid.to_string());
         let _ = std::fs::remove_file(path);
     }
@@ -149,26 +188,46 @@ impl Index {
     async fn mark(&self, cx: &Cx, gfid: Gfid, kind: u8, n: i64) -> FopResult<()> {
         let mut x = Xdata::new();
         x.set(XATTR_DIRTY, counters(kind, n));
-        self.child()?
-            .xattrop(
-                cx,
-                Target::Loc(Loc::inode(gfid)),
-                XattropOp::AddArray64,
-                x,
-                Xdata::new(),
-            )
-            .await?;
+        let op = self.child()?.xattrop(
+            cx,
+            Target::Loc(Loc::inode(gfid)),
+            XattropOp::AddArray64,
+            x,
+            Xdata::new(),
+        );
         if n > 0 {
-            self.add_entry(gfid).await;
+            self.raise(cx, gfid, op).await.map(|_| ())
         } else {
+            op.await?;
+            self.drop_if_clean(cx, gfid).await;
+            Ok(())
+        }
+    }
+
+    /// Runs `op`, which raises a counter of `gfid`, with the entry made first, under the
+    /// object's lock. A failed raise changed nothing; the entry stays only if something
+    /// else still needs it.
+    async fn raise<T: Send>(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        op: impl std::future::Future<Output = FopResult<T>> + Send,
+    ) -> FopResult<T> {
+        let result = {
+            let mut known = self.stripe(gfid).lock().await;
+            self.add_entry(&mut known, gfid);
+            op.await
+        };
+        if result.is_err() {
             self.drop_if_clean(cx, gfid).await;
         }
-        Ok(())
+        result
     }
 
     /// Removes `gfid` from the index when none of its replication counters is set.
     async fn drop_if_clean(&self, cx: &Cx, gfid: Gfid) {
         let Ok(child) = self.child() else { return };
+        let mut known = self.stripe(gfid).lock().await;
         let all = child
             .getxattr(cx, Target::Loc(Loc::inode(gfid)), None, Xdata::new())
             .await;
@@ -192,7 +251,7 @@ impl Index {
             Err(e) => e.errno == libc::ENOENT || e.errno == libc::ESTALE,
         };
         if clean {
-            self.remove_entry(gfid).await;
+            self.remove_entry(&mut known, gfid);
         }
     }
 
@@ -523,14 +582,16 @@ impl Translator for Index {
             .filter(|(k, _)| k.starts_with(AFR_PREFIX))
             .any(|(_, v)| read_counters(v).iter().any(|c| *c > 0));
         let gfid = target.gfid();
-        let out = self.child()?.xattrop(cx, target, op, xattrs, xdata).await?;
-        if let (true, Some(g)) = (touches_afr, gfid) {
-            if raises {
-                self.add_entry(g).await;
-            } else {
+        let child = self.child()?;
+        let call = child.xattrop(cx, target, op, xattrs, xdata);
+        match gfid {
+            Some(g) if touches_afr && raises => self.raise(cx, g, call).await,
+            Some(g) if touches_afr => {
+                let out = call.await?;
                 self.drop_if_clean(cx, g).await;
+                Ok(out)
             }
+            _ => call.await,
         }
-        Ok(out)
     }
 }
