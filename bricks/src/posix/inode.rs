@@ -341,6 +341,7 @@ impl Store {
         target: &Target,
         op: XattropOp,
         xattrs: &Xdata,
+        report: Option<&[String]>,
     ) -> FopResult<Xdata> {
         let floor = match op {
             XattropOp::AddArray64 => false,
@@ -387,6 +388,20 @@ impl Store {
             }
             set_xattr(&obj, name, &current, XattrFlags::empty())?;
             out.set(name.clone(), current);
+        }
+        if let Some(prefixes) = report {
+            for name in list_xattrs(&obj)? {
+                if out.contains(&name) || !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    continue;
+                }
+                match get_xattr(&obj, &name) {
+                    Ok(v) => out.set(name, v),
+                    // Removed between the listing and the read: not there.
+                    Err(e) if e.errno == libc::ENODATA => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.set(cairn_translators::types::XATTROP_REPORT_KEY, Vec::new());
         }
         Ok(out)
     }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cairn_translators::graph::{BuildCtx, TranslatorType};
-use cairn_translators::types::{REWRITE_DONE_KEY, REWRITE_KEY};
+use cairn_translators::types::{REWRITE_DONE_KEY, REWRITE_KEY, XATTROP_REPORT_KEY};
 use cairn_translators::wire::{Batch, CompoundResult, Request, run_compound};
 use cairn_translators::{
     Cx, DirEntry, Entry, Fd, FopError, FopResult, Gfid, Iatt, Loc, Payload, SetAttr, Statfs,
@@ -403,9 +403,16 @@ impl Translator for Posix {
         target: Target,
         op: XattropOp,
         xattrs: Xdata,
-        _xdata: Xdata,
+        xdata: Xdata,
     ) -> FopResult<Xdata> {
-        self.run(move |s| s.xattrop(&target, op, &xattrs)).await
+        let report: Option<Vec<String>> = xdata.get(XATTROP_REPORT_KEY).map(|v| {
+            v.split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        });
+        self.run(move |s| s.xattrop(&target, op, &xattrs, report.as_deref()))
+            .await
     }
 
     async fn fallocate(

@@ -1962,7 +1962,8 @@ fn a_read_overlapped_by_the_start_of_a_rewrite_is_dropped() {
     assert_eq!(rewrites.steady(g, || 6), Some(6));
 }
 
-/// Passes everything to posix; one `getxattr`, once armed, stops after reading until released.
+/// Passes everything to posix; once armed, the next xattrop that lowers a counter (the read
+/// the index judges an object clean by) stops after it ran, until released.
 struct Gate {
     base: XlatorBase,
     armed: std::sync::atomic::AtomicBool,
@@ -1974,15 +1975,25 @@ struct Gate {
 impl Translator for Gate {
     cairn_translators::xlator_base!();
 
-    async fn getxattr(
+    async fn xattrop(
         &self,
         cx: &Cx,
         target: Target,
-        name: Option<String>,
+        op: XattropOp,
+        xattrs: Xdata,
         xdata: Xdata,
     ) -> FopResult<Xdata> {
-        let r = self.base.child()?.getxattr(cx, target, name, xdata).await;
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let lowers = xattrs.iter().any(|(_, v)| {
+            cairn_translators::features::index::read_counters(v)
+                .iter()
+                .any(|c| *c < 0)
+        });
+        let r = self
+            .base
+            .child()?
+            .xattrop(cx, target, op, xattrs, xdata)
+            .await;
+        if lowers && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;
         }
@@ -2030,7 +2041,8 @@ async fn an_index_entry_survives_a_clear_that_read_the_counters_before_a_new_mar
     assert!(listed.exists(), "a raised counter is listed");
 
     // A clear brings the counter to zero and reads every counter clean, then stalls before
-    // acting on what it read; meanwhile another request raises the counter again.
+    // acting on what it read; meanwhile another request raises the counter again. (Without
+    // the per-object lock the raise finds the entry there, and the clear then removes it.)
     gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let clear = tokio::spawn(change(-1));
     gate.entered.notified().await;
@@ -2066,4 +2078,117 @@ async fn an_index_entry_survives_a_clear_that_read_the_counters_before_a_new_mar
         .await;
     assert!(r.is_err());
     assert!(!idx.path().join(ghost.to_string()).exists());
+}
+
+#[tokio::test]
+async fn lowering_a_counter_drops_the_index_entry_only_when_every_counter_is_clean() {
+    use cairn_translators::features::bitrot::XATTR_BAD;
+    use cairn_translators::features::index::{DATA, Index, XATTR_DIRTY, counters};
+    let (_dir, p) = brick();
+    let g = mkfile(&p, Gfid::ROOT, "f", b"x").await;
+    let posix: XlatorRef = Arc::new(p);
+    let idx = tempfile::tempdir().unwrap();
+    let listed = idx.path().join(g.to_string());
+    let index = Index::new("index", vec![Arc::clone(&posix)], idx.path().to_path_buf());
+    let t = || Target::Loc(Loc::inode(g));
+    let op = |name: &str, n: i64| {
+        let mut x = Xdata::new();
+        x.set(name.to_string(), counters(DATA, n));
+        x
+    };
+    let pending = "trusted.cairn.afr.pending.brick-2";
+
+    // Dirty and blamed: clearing the dirty mark leaves the blame, so the entry stays; the
+    // reply carries only the counter that was changed.
+    index
+        .xattrop(
+            &cx(),
+            t(),
+            XattropOp::AddArray64,
+            op(XATTR_DIRTY, 1),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    index
+        .xattrop(
+            &cx(),
+            t(),
+            XattropOp::AddArray64,
+            op(pending, 1),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    let out = index
+        .xattrop(
+            &cx(),
+            t(),
+            XattropOp::AddArray64,
+            op(XATTR_DIRTY, -1),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&String> = out.iter().map(|(k, _)| k).collect();
+    assert_eq!(names, [XATTR_DIRTY]);
+    assert!(listed.exists(), "a blamed object left the index");
+
+    // What the index judged by: posix reports every counter under the asked prefixes after
+    // the change, and says it did.
+    let mut asked = Xdata::new();
+    asked.set(
+        cairn_translators::types::XATTROP_REPORT_KEY,
+        b"trusted.cairn.afr.\0".to_vec(),
+    );
+    let all = posix
+        .xattrop(&cx(), t(), XattropOp::AddArray64, op(XATTR_DIRTY, 0), asked)
+        .await
+        .unwrap();
+    let mut names: Vec<&String> = all.iter().map(|(k, _)| k).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            cairn_translators::types::XATTROP_REPORT_KEY,
+            XATTR_DIRTY,
+            pending
+        ]
+    );
+    assert_eq!(all.get(pending), Some(&counters(DATA, 1)[..]));
+
+    // A copy marked bad by a scrub stays listed with every counter at zero.
+    let mut bad = Xdata::new();
+    bad.set(XATTR_BAD, b"1".to_vec());
+    posix
+        .setxattr(&cx(), t(), bad, 0, Xdata::new())
+        .await
+        .unwrap();
+    index
+        .xattrop(
+            &cx(),
+            t(),
+            XattropOp::AddArray64,
+            op(pending, -1),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert!(listed.exists(), "a copy marked bad left the index");
+
+    posix
+        .removexattr(&cx(), t(), XATTR_BAD.to_string(), Xdata::new())
+        .await
+        .unwrap();
+    index
+        .xattrop(
+            &cx(),
+            t(),
+            XattropOp::AddArray64,
+            op(XATTR_DIRTY, 0),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!listed.exists(), "a clean object stayed in the index");
 }

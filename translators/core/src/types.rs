@@ -591,6 +591,14 @@ pub const REWRITE_KEY: &str = "cairn.posix.rewrite";
 /// rewrite is finished and the copy whole.
 pub const REWRITE_DONE_KEY: &str = "cairn.posix.rewrite-done";
 
+/// Request xdata key of `xattrop`: names or name prefixes, each ending in a NUL byte. After
+/// applying the change, under the same per-object lock, the storage translator adds to the
+/// reply the value of every xattr of the object whose name starts with one of them (the
+/// changed ones are there anyway), and sets this key in the reply to say it did. The
+/// index uses it to judge an object clean from the xattrop that lowered its counter,
+/// without reading every xattr again.
+pub const XATTROP_REPORT_KEY: &str = "cairn.xattrop.report";
+
 /// Xdata key of entry-creating fops (mkdir, mknod, create, symlink, and link and rename for
 /// the new name): the layout generation of the parent directory the caller placed the name
 /// by, a big-endian u32 (4 bytes). The brick fails the fop with ESTALE, creating nothing,

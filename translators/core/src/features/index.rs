@@ -188,20 +188,56 @@ impl Index {
     async fn mark(&self, cx: &Cx, gfid: Gfid, kind: u8, n: i64) -> FopResult<()> {
         let mut x = Xdata::new();
         x.set(XATTR_DIRTY, counters(kind, n));
-        let op = self.child()?.xattrop(
-            cx,
-            Target::Loc(Loc::inode(gfid)),
-            XattropOp::AddArray64,
-            x,
-            Xdata::new(),
-        );
+        let target = Target::Loc(Loc::inode(gfid));
         if n > 0 {
+            let op = self
+                .child()?
+                .xattrop(cx, target, XattropOp::AddArray64, x, Xdata::new());
             self.raise(cx, gfid, op).await.map(|_| ())
         } else {
-            op.await?;
-            self.drop_if_clean(cx, gfid).await;
-            Ok(())
+            self.lower(cx, gfid, target, XattropOp::AddArray64, x, Xdata::new())
+                .await
+                .map(|_| ())
         }
+    }
+
+    /// Runs an xattrop that lowers counters of `gfid` and drops the object from the index
+    /// when it leaves every counter clean, judged from the xattrop's own reply (the
+    /// storage translator reports every replication counter after the change, under its
+    /// lock), under the object's lock. Returns the changed names only, as asked.
+    async fn lower(
+        &self,
+        cx: &Cx,
+        gfid: Gfid,
+        target: Target,
+        op: XattropOp,
+        xattrs: Xdata,
+        xdata: Xdata,
+    ) -> FopResult<Xdata> {
+        let child = self.child()?;
+        let mut asked = xdata;
+        asked.set(
+            XATTROP_REPORT_KEY,
+            format!("{AFR_PREFIX}\0{}\0", crate::features::bitrot::XATTR_BAD).into_bytes(),
+        );
+        let mut known = self.stripe(gfid).lock().await;
+        let mut all = child.xattrop(cx, target, op, xattrs.clone(), asked).await?;
+        if all.remove(XATTROP_REPORT_KEY).is_none() {
+            // A storage translator that does not report: read the counters again.
+            drop(known);
+            self.drop_if_clean(cx, gfid).await;
+            return Ok(all);
+        }
+        if clean(&all) {
+            self.remove_entry(&mut known, gfid);
+        }
+        let mut out = Xdata::new();
+        for (name, _) in xattrs.iter() {
+            if let Some(v) = all.remove(name) {
+                out.set(name.clone(), v);
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `op`, which raises a counter of `gfid`, with the entry made first, under the
@@ -231,26 +267,12 @@ impl Index {
         let all = child
             .getxattr(cx, Target::Loc(Loc::inode(gfid)), None, Xdata::new())
             .await;
-        let clean = match &all {
-            // A dirty counter below zero means a mark was settled by heal before its owner
-            // cleared it: clean. A copy a scrub found damaged stays listed until heal has
-            // rebuilt it.
-            Ok(x) if x.contains(crate::features::bitrot::XATTR_BAD) => false,
-            Ok(x) => x
-                .iter()
-                .filter(|(k, _)| k.starts_with(AFR_PREFIX))
-                .all(|(k, v)| {
-                    let c = read_counters(v);
-                    if k == XATTR_DIRTY {
-                        c.iter().all(|n| *n <= 0)
-                    } else {
-                        c == [0, 0, 0]
-                    }
-                }),
+        let drop_it = match &all {
+            Ok(x) => clean(x),
             // Gone (unlinked): nothing to heal.
             Err(e) => e.errno == libc::ENOENT || e.errno == libc::ESTALE,
         };
-        if clean {
+        if drop_it {
             self.remove_entry(&mut known, gfid);
         }
     }
@@ -293,6 +315,26 @@ impl Index {
         }
         result
     }
+}
+
+/// True when `x` (an object's xattrs, or at least all of its replication counters and its
+/// bitrot mark) leaves nothing for heal to do.
+fn clean(x: &Xdata) -> bool {
+    // A dirty counter below zero means a mark was settled by heal before its owner cleared
+    // it: clean. A copy a scrub found damaged stays listed until heal has rebuilt it.
+    if x.contains(crate::features::bitrot::XATTR_BAD) {
+        return false;
+    }
+    x.iter()
+        .filter(|(k, _)| k.starts_with(AFR_PREFIX))
+        .all(|(k, v)| {
+            let c = read_counters(v);
+            if k == XATTR_DIRTY {
+                c.iter().all(|n| *n <= 0)
+            } else {
+                c == [0, 0, 0]
+            }
+        })
 }
 
 fn entry_parent(loc: &Loc) -> Option<Gfid> {
@@ -583,15 +625,13 @@ impl Translator for Index {
             .any(|(_, v)| read_counters(v).iter().any(|c| *c > 0));
         let gfid = target.gfid();
         let child = self.child()?;
-        let call = child.xattrop(cx, target, op, xattrs, xdata);
         match gfid {
-            Some(g) if touches_afr && raises => self.raise(cx, g, call).await,
-            Some(g) if touches_afr => {
-                let out = call.await?;
-                self.drop_if_clean(cx, g).await;
-                Ok(out)
+            Some(g) if touches_afr && raises => {
+                self.raise(cx, g, child.xattrop(cx, target, op, xattrs, xdata))
+                    .await
             }
-            _ => call.await,
+            Some(g) if touches_afr => self.lower(cx, g, target, op, xattrs, xdata).await,
+            _ => child.xattrop(cx, target, op, xattrs, xdata).await,
         }
     }
 }
