@@ -72,7 +72,7 @@ impl Span {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 struct Held {
     owner: Owner,
     write: bool,
@@ -126,6 +126,27 @@ impl Resource {
 enum Key {
     Inode { domain: String, gfid: Gfid },
     Entry { domain: String, dir: Gfid },
+}
+
+/// A lock request waiting in a resource's queue; see [`Locks::abandon`].
+struct Waiting<'a> {
+    locks: &'a Locks,
+    key: Key,
+    lock: Held,
+    rx: oneshot::Receiver<()>,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Closed first, so no grant can come after the look.
+        self.rx.close();
+        let granted = self.rx.try_recv().is_ok();
+        self.locks.abandon(&self.key, &self.lock, granted);
+    }
 }
 
 /// The locks translator.
@@ -184,7 +205,7 @@ impl Locks {
     }
 
     async fn acquire(&self, key: Key, lock: Held, wait: LockWait) -> FopResult<()> {
-        let rx = {
+        let mut w = {
             let mut table = self.table()?;
             if self
                 .gone
@@ -209,15 +230,45 @@ impl Locks {
                 return Err(FopError::new(libc::EAGAIN, "lock is held by another owner"));
             }
             let (tx, rx) = oneshot::channel();
-            res.waiting.push_back(Waiter { lock, wake: tx });
-            rx
+            res.waiting.push_back(Waiter {
+                lock: lock.clone(),
+                wake: tx,
+            });
+            Waiting {
+                locks: self,
+                key,
+                lock,
+                rx,
+                done: false,
+            }
         };
-        rx.await.map_err(|_| {
+        let r = (&mut w.rx).await;
+        w.done = true;
+        r.map_err(|_| {
             FopError::new(
                 libc::ENOTCONN,
                 "lock request dropped: the requesting client disconnected",
             )
         })
+    }
+
+    /// A waiting request was dropped before it learnt its outcome: it leaves the queue, and
+    /// a lock granted to it in the meantime is given back (nobody would ever unlock it).
+    fn abandon(&self, key: &Key, lock: &Held, granted: bool) {
+        let Ok(mut table) = self.table() else { return };
+        let Some(res) = table.get_mut(key) else {
+            return;
+        };
+        if granted && let Some(i) = res.granted.iter().position(|g| g == lock) {
+            res.granted.remove(i);
+        }
+        // Its receiver is closed: a later grant would skip it, but until then it would
+        // block requests that conflict with it.
+        res.waiting.retain(|w| !w.wake.is_closed());
+        res.grant_waiters();
+        if res.is_idle() {
+            table.remove(key);
+        }
     }
 
     fn release(&self, key: &Key, owner: Owner, span: &Span) -> FopResult<()> {
@@ -413,6 +464,98 @@ mod tests {
         )
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_after_its_grant_gives_the_lock_back() {
+        let l = locks();
+        let (a, b, c) = (cx(1, 1), cx(2, 1), cx(3, 1));
+        try_lock(&l, &a, LockType::Write, 0, 0).await.unwrap();
+        let waiting = tokio::spawn({
+            let l = Arc::clone(&l);
+            async move {
+                l.inodelk(
+                    &b,
+                    "d".into(),
+                    target(),
+                    LockWait::Wait,
+                    lk(LockType::Write, 0, 0),
+                    Xdata::new(),
+                )
+                .await
+            }
+        });
+        while l
+            .table
+            .lock()
+            .unwrap()
+            .values()
+            .all(|r| r.waiting.is_empty())
+        {
+            tokio::task::yield_now().await;
+        }
+        // The unlock grants the lock to the waiter, whose request is dropped (its task
+        // cancelled) before it runs again to see the grant.
+        l.inodelk(
+            &a,
+            "d".into(),
+            target(),
+            LockWait::NoWait,
+            lk(LockType::Unlock, 0, 0),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            l.granted_count(),
+            0,
+            "a lock nobody will unlock stayed held"
+        );
+        try_lock(&l, &c, LockType::Write, 0, 0).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_before_its_grant_leaves_the_queue() {
+        let l = locks();
+        let (a, b, d) = (cx(1, 1), cx(2, 1), cx(4, 1));
+        try_lock(&l, &a, LockType::Read, 0, 0).await.unwrap();
+        let waiting = tokio::spawn({
+            let l = Arc::clone(&l);
+            async move {
+                l.inodelk(
+                    &b,
+                    "d".into(),
+                    target(),
+                    LockWait::Wait,
+                    lk(LockType::Write, 0, 0),
+                    Xdata::new(),
+                )
+                .await
+            }
+        });
+        while l
+            .table
+            .lock()
+            .unwrap()
+            .values()
+            .all(|r| r.waiting.is_empty())
+        {
+            tokio::task::yield_now().await;
+        }
+        // A queued writer keeps new readers out (no starvation)...
+        assert_eq!(
+            try_lock(&l, &d, LockType::Read, 0, 0)
+                .await
+                .unwrap_err()
+                .errno,
+            libc::EAGAIN
+        );
+        // ...until its request is dropped.
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        try_lock(&l, &d, LockType::Read, 0, 0).await.unwrap();
     }
 
     #[tokio::test]
