@@ -268,14 +268,24 @@ impl Store {
         } else {
             file_handle(&self.root, gfid)
         };
-        if let Some(fan) = handle.parent() {
-            fs::create_dir_all(fan).map_err(|e| io_error(&e, "create handle directory", fan))?;
-        }
-        let result = if is_dir {
-            std::os::unix::fs::symlink(dir_handle_target(parent, name), &handle)
-        } else {
-            fs::hard_link(path, &handle)
+        let link = || {
+            if is_dir {
+                std::os::unix::fs::symlink(dir_handle_target(parent, name), &handle)
+            } else {
+                fs::hard_link(path, &handle)
+            }
         };
+        // The handle's directory (one of 65,536) exists for all but the first objects of a
+        // brick: link first, and make the directory only when the link says it is missing
+        // (a `mkdir` first costs a failed `mkdir` and a `stat` on every create).
+        let mut result = link();
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::NotFound
+            && let Some(fan) = handle.parent()
+        {
+            fs::create_dir_all(fan).map_err(|e| io_error(&e, "create handle directory", fan))?;
+            result = link();
+        }
         match result {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

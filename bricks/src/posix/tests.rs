@@ -2192,3 +2192,37 @@ async fn lowering_a_counter_drops_the_index_entry_only_when_every_counter_is_cle
         .unwrap();
     assert!(!listed.exists(), "a clean object stayed in the index");
 }
+
+#[tokio::test]
+async fn handles_go_into_new_and_existing_handle_directories() {
+    let (dir, p) = brick();
+    // Two gfids in one handle directory (the first two bytes choose it), one in another.
+    let first = Gfid([0xab, 0xcd, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    let same_fan = Gfid([0xab, 0xcd, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+    let other_fan = Gfid([0x12, 0x34, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]);
+    for (i, g) in [first, same_fan, other_fan].into_iter().enumerate() {
+        let fan = layout::file_handle(dir.path(), g);
+        let fan = fan.parent().unwrap();
+        let existed = fan.exists();
+        assert_eq!(existed, i == 1, "handle directory of file {i}");
+        let fd = Fd::new(g, libc::O_RDWR);
+        let name = format!("f{i}");
+        let e = p
+            .create(
+                &cx(),
+                Loc::entry(Gfid::ROOT, &name).with_gfid(g),
+                libc::O_RDWR,
+                0o644,
+                0o022,
+                fd.clone(),
+                Xdata::new(),
+            )
+            .await
+            .unwrap();
+        p.release(&cx(), fd).await.unwrap();
+        assert_eq!(e.iatt.gfid, g);
+        let plain = fs::metadata(dir.path().join(&name)).unwrap();
+        let handle = fs::metadata(layout::file_handle(dir.path(), g)).unwrap();
+        assert_eq!(handle.ino(), plain.ino(), "file {i} has its handle");
+    }
+}
