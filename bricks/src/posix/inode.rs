@@ -146,6 +146,21 @@ impl Store {
         }
     }
 
+    /// [`Self::resolve`] for calls that need the object's path but not its attributes (the
+    /// xattr calls): an object given by gfid alone is not `lstat`ed, which saves a `statx`
+    /// of a directory each time a change marks its parent. A missing object fails the xattr
+    /// call itself with `ENOENT`.
+    fn resolve_for_xattrs(&self, target: &Target) -> FopResult<Obj> {
+        match target {
+            Target::Loc(loc) if loc.parent.is_none() || loc.name.is_none() => {
+                let gfid = loc.require_gfid()?;
+                let (path, _) = self.locate(gfid)?;
+                Ok(Obj::Path(path, gfid))
+            }
+            _ => self.resolve(target),
+        }
+    }
+
     pub(crate) fn stat(&self, target: &Target) -> FopResult<Iatt> {
         self.resolve(target)?.stat()
     }
@@ -274,7 +289,7 @@ impl Store {
         }
         let flags = XattrFlags::from_bits(flags as u32)
             .ok_or_else(|| FopError::invalid(format!("unknown setxattr flags {flags:#x}")))?;
-        let obj = self.resolve(target)?;
+        let obj = self.resolve_for_xattrs(target)?;
         for (name, value) in xattrs.iter() {
             set_xattr(&obj, name, value, flags)?;
         }
@@ -282,7 +297,7 @@ impl Store {
     }
 
     pub(crate) fn getxattr(&self, target: &Target, name: Option<&str>) -> FopResult<Xdata> {
-        let obj = self.resolve(target)?;
+        let obj = self.resolve_for_xattrs(target)?;
         let mut out = Xdata::new();
         match name {
             Some(n) => out.set(n, get_xattr(&obj, n)?),
@@ -324,7 +339,7 @@ impl Store {
                 format!("{name} cannot be removed"),
             ));
         }
-        let obj = self.resolve(target)?;
+        let obj = self.resolve_for_xattrs(target)?;
         match &obj {
             Obj::Path(p, _) => rustix::fs::lremovexattr(p, name),
             Obj::File(f, _) => rustix::fs::fremovexattr(&f.file, name),
@@ -353,7 +368,7 @@ impl Store {
                 format!("{name} cannot be changed"),
             ));
         }
-        let obj = self.resolve(target)?;
+        let obj = self.resolve_for_xattrs(target)?;
         let _guard = self.xattrop_lock(obj.gfid())?;
         let mut out = Xdata::new();
         for (name, delta) in xattrs.iter() {

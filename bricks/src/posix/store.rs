@@ -226,7 +226,7 @@ impl Store {
 
     /// [`Self::inode_path`], with the `lstat` of a file's handle when finding it took one
     /// (so a caller that needs the metadata does not read it twice).
-    fn locate(&self, gfid: Gfid) -> FopResult<(PathBuf, Option<Metadata>)> {
+    pub(super) fn locate(&self, gfid: Gfid) -> FopResult<(PathBuf, Option<Metadata>)> {
         if gfid.is_root() {
             return Ok((self.root.clone(), None));
         }

@@ -2226,3 +2226,38 @@ async fn handles_go_into_new_and_existing_handle_directories() {
         assert_eq!(handle.ino(), plain.ino(), "file {i} has its handle");
     }
 }
+
+#[tokio::test]
+async fn xattr_calls_by_gfid_on_a_removed_directory_fail_and_make_nothing() {
+    let (dir, p) = brick();
+    let d = mkdir(&p, Gfid::ROOT, "series").await;
+    let t = Target::Loc(Loc::inode(d));
+    let mut x = Xdata::new();
+    x.set("trusted.cairn.afr.dirty", vec![0u8; 24]);
+    p.xattrop(
+        &cx(),
+        t.clone(),
+        XattropOp::AddArray64,
+        x.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    p.rmdir(&cx(), Loc::entry(Gfid::ROOT, "series"), Xdata::new())
+        .await
+        .unwrap();
+    let e = p
+        .xattrop(&cx(), t.clone(), XattropOp::AddArray64, x, Xdata::new())
+        .await
+        .unwrap_err();
+    assert!(
+        e.errno == libc::ENOENT || e.errno == libc::ESTALE,
+        "xattrop on a removed directory: {e}"
+    );
+    let e = p.getxattr(&cx(), t, None, Xdata::new()).await.unwrap_err();
+    assert!(
+        e.errno == libc::ENOENT || e.errno == libc::ESTALE,
+        "getxattr on a removed directory: {e}"
+    );
+    assert!(!dir.path().join("series").exists());
+}
