@@ -330,12 +330,25 @@ impl Store {
             } else {
                 OFlags::empty()
             };
-        let fd = rustix::fs::open(&path, oflags, Mode::from_raw_mode(perm))
-            .map_err(|e| sys_error(e, "create", &path))?;
+        // Tried as O_EXCL first even when the caller did not ask for it: a file this call
+        // made has no gfid yet, so its gfid need not be read (one system call per new file).
+        let mode = Mode::from_raw_mode(perm);
+        let (fd, made) = match rustix::fs::open(&path, oflags | OFlags::EXCL, mode) {
+            Ok(fd) => (fd, true),
+            Err(rustix::io::Errno::EXIST) if !exclusive => (
+                rustix::fs::open(&path, oflags, mode).map_err(|e| sys_error(e, "create", &path))?,
+                false,
+            ),
+            Err(e) => return Err(sys_error(e, "create", &path)),
+        };
         let file = fs::File::from(fd);
         // Without O_EXCL the file may have existed: keep its identity. XATTR_CREATE makes
         // two racing creators agree on one gfid.
-        let existing = read_gfid_fd(&file, &path)?;
+        let existing = if made {
+            None
+        } else {
+            read_gfid_fd(&file, &path)?
+        };
         let (entry, created) = match existing {
             Some(g) => {
                 let meta = file.metadata().map_err(|e| io_error(&e, "stat", &path))?;

@@ -2261,3 +2261,46 @@ async fn xattr_calls_by_gfid_on_a_removed_directory_fail_and_make_nothing() {
     );
     assert!(!dir.path().join("series").exists());
 }
+
+#[tokio::test]
+async fn a_create_without_o_excl_opens_an_existing_file_and_keeps_or_gives_its_identity() {
+    let (dir, p) = brick();
+    let create = |name: &'static str, g: Gfid| {
+        let fd = Fd::new(g, libc::O_RDWR);
+        let p = &p;
+        async move {
+            let e = p
+                .create(
+                    &cx(),
+                    Loc::entry(Gfid::ROOT, name).with_gfid(g),
+                    libc::O_RDWR,
+                    0o644,
+                    0o022,
+                    fd.clone(),
+                    Xdata::new(),
+                )
+                .await;
+            let _ = p.release(&cx(), fd).await;
+            e
+        }
+    };
+    // A file with an identity keeps it, and its bytes.
+    let g = mkfile(&p, Gfid::ROOT, "kept", b"first").await;
+    let e = create("kept", Gfid::random()).await.unwrap();
+    assert_eq!(e.iatt.gfid, g);
+    assert!(!e.xdata.contains(cairn_translators::types::CREATED_KEY));
+    assert_eq!(fs::read(dir.path().join("kept")).unwrap(), b"first");
+
+    // A file put on the brick behind Cairn's back (no gfid) gets the one asked for, and its
+    // handle.
+    fs::write(dir.path().join("foreign"), b"bytes").unwrap();
+    let want = Gfid::random();
+    let e = create("foreign", want).await.unwrap();
+    assert_eq!(e.iatt.gfid, want);
+    let handle = fs::metadata(layout::file_handle(dir.path(), want)).unwrap();
+    assert_eq!(
+        handle.ino(),
+        fs::metadata(dir.path().join("foreign")).unwrap().ino()
+    );
+    assert_eq!(fs::read(dir.path().join("foreign")).unwrap(), b"bytes");
+}
