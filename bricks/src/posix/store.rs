@@ -10,6 +10,7 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_translators::types::check_name;
@@ -34,6 +35,8 @@ pub struct Store {
     xattrop_locks: Vec<Mutex<()>>,
     /// Files being rewritten in place (see [`Rewrites`]).
     pub(crate) rewrites: Arc<Rewrites>,
+    /// File handle directories (`.cairn/handles/XX/YY`) known to exist, one bit each.
+    file_fans: Box<[AtomicU64]>,
 }
 
 /// Stripes of the xattrop lock.
@@ -122,6 +125,7 @@ impl Store {
             dirs: Mutex::new(HashMap::new()),
             xattrop_locks: (0..XATTROP_STRIPES).map(|_| Mutex::new(())).collect(),
             rewrites: Arc::default(),
+            file_fans: (0..1024).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -275,15 +279,44 @@ impl Store {
                 fs::hard_link(path, &handle)
             }
         };
-        // The handle's directory (one of 65,536) exists for all but the first objects of a
-        // brick: link first, and make the directory only when the link says it is missing
-        // (a `mkdir` first costs a failed `mkdir` and a `stat` on every create).
+        // The handle's directory is one of 65,536. A file's is made (or found) once per
+        // process and then remembered, so a create costs only the link; a directory's is
+        // made when the link says it is missing. (`create_dir_all` before every link cost a
+        // failed `mkdir` and a `stat` per create.)
+        let fan = handle.parent();
+        let bit = (usize::from(gfid.0[0]) << 8) | usize::from(gfid.0[1]);
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        let known = || {
+            self.file_fans
+                .get(word)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & mask != 0)
+        };
+        let remember = || {
+            if let Some(w) = self.file_fans.get(word) {
+                w.fetch_or(mask, Ordering::Relaxed);
+            }
+        };
+        if !is_dir
+            && !known()
+            && let Some(fan) = fan
+        {
+            match fs::create_dir(fan) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(_) => fs::create_dir_all(fan)
+                    .map_err(|e| io_error(&e, "create handle directory", fan))?,
+            }
+            remember();
+        }
         let mut result = link();
         if let Err(e) = &result
             && e.kind() == io::ErrorKind::NotFound
-            && let Some(fan) = handle.parent()
+            && let Some(fan) = fan
         {
             fs::create_dir_all(fan).map_err(|e| io_error(&e, "create handle directory", fan))?;
+            if !is_dir {
+                remember();
+            }
             result = link();
         }
         match result {

@@ -2225,6 +2225,32 @@ async fn handles_go_into_new_and_existing_handle_directories() {
         let handle = fs::metadata(layout::file_handle(dir.path(), g)).unwrap();
         assert_eq!(handle.ino(), plain.ino(), "file {i} has its handle");
     }
+    // A handle directory the brick made and remembers, removed behind its back, is made
+    // again by the next create that needs it.
+    let fan = layout::file_handle(dir.path(), other_fan);
+    let fan = fan.parent().unwrap().to_path_buf();
+    fs::remove_file(layout::file_handle(dir.path(), other_fan)).unwrap();
+    fs::remove_dir(&fan).unwrap();
+    let again = Gfid([0x12, 0x34, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]);
+    let fd = Fd::new(again, libc::O_RDWR);
+    p.create(
+        &cx(),
+        Loc::entry(Gfid::ROOT, "again").with_gfid(again),
+        libc::O_RDWR,
+        0o644,
+        0o022,
+        fd.clone(),
+        Xdata::new(),
+    )
+    .await
+    .unwrap();
+    p.release(&cx(), fd).await.unwrap();
+    assert_eq!(
+        fs::metadata(layout::file_handle(dir.path(), again))
+            .unwrap()
+            .ino(),
+        fs::metadata(dir.path().join("again")).unwrap().ino()
+    );
 }
 
 #[tokio::test]
