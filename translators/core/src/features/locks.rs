@@ -466,16 +466,13 @@ mod tests {
         .unwrap();
     }
 
-    #[tokio::test]
-    async fn a_waiter_dropped_after_its_grant_gives_the_lock_back() {
-        let l = locks();
-        let (a, b, c) = (cx(1, 1), cx(2, 1), cx(3, 1));
-        try_lock(&l, &a, LockType::Write, 0, 0).await.unwrap();
+    /// Spawns a waiting whole-file write lock request of `who` and returns once it is queued.
+    async fn queue_writer(l: &Arc<Locks>, who: Cx) -> tokio::task::JoinHandle<FopResult<()>> {
         let waiting = tokio::spawn({
-            let l = Arc::clone(&l);
+            let l = Arc::clone(l);
             async move {
                 l.inodelk(
-                    &b,
+                    &who,
                     "d".into(),
                     target(),
                     LockWait::Wait,
@@ -494,6 +491,15 @@ mod tests {
         {
             tokio::task::yield_now().await;
         }
+        waiting
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_after_its_grant_gives_the_lock_back() {
+        let l = locks();
+        let (a, b, c) = (cx(1, 1), cx(2, 1), cx(3, 1));
+        try_lock(&l, &a, LockType::Write, 0, 0).await.unwrap();
+        let waiting = queue_writer(&l, b).await;
         // The unlock grants the lock to the waiter, whose request is dropped (its task
         // cancelled) before it runs again to see the grant.
         l.inodelk(
@@ -521,29 +527,7 @@ mod tests {
         let l = locks();
         let (a, b, d) = (cx(1, 1), cx(2, 1), cx(4, 1));
         try_lock(&l, &a, LockType::Read, 0, 0).await.unwrap();
-        let waiting = tokio::spawn({
-            let l = Arc::clone(&l);
-            async move {
-                l.inodelk(
-                    &b,
-                    "d".into(),
-                    target(),
-                    LockWait::Wait,
-                    lk(LockType::Write, 0, 0),
-                    Xdata::new(),
-                )
-                .await
-            }
-        });
-        while l
-            .table
-            .lock()
-            .unwrap()
-            .values()
-            .all(|r| r.waiting.is_empty())
-        {
-            tokio::task::yield_now().await;
-        }
+        let waiting = queue_writer(&l, b).await;
         // A queued writer keeps new readers out (no starvation)...
         assert_eq!(
             try_lock(&l, &d, LockType::Read, 0, 0)
