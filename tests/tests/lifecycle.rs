@@ -170,3 +170,63 @@ fn a_hung_brick_fails_operations_instead_of_hanging_them() {
         "the log says why the brick was declared down"
     );
 }
+
+/// A small ext4 filesystem on a loop device, mounted at `mnt`; unmounted when dropped.
+struct LoopFs {
+    mnt: std::path::PathBuf,
+}
+
+impl LoopFs {
+    fn make(dir: &std::path::Path, inode_size: u32) -> LoopFs {
+        let image = dir.join(format!("ext4-{inode_size}.img"));
+        let mnt = dir.join(format!("ext4-{inode_size}"));
+        File::create(&image).unwrap().set_len(64 << 20).unwrap();
+        fs::create_dir_all(&mnt).unwrap();
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-I", &inode_size.to_string()])
+            .arg(&image));
+        run(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&mnt));
+        LoopFs { mnt }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// A brick on a filesystem whose inodes cannot hold Cairn's xattrs says so in its log, and
+/// one whose inodes can does not; the probe leaves nothing behind either way.
+#[test]
+fn a_brick_warns_when_its_filesystem_keeps_xattrs_outside_the_inode() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    for (inode_size, spills) in [(128, true), (512, false)] {
+        let disk = LoopFs::make(tmp.path(), inode_size);
+        let dir = disk.mnt.join("brick");
+        let mut brick = BrickProc::start(&dir, "v1", "b1", "127.0.0.1:0");
+        // The brick checks before it listens, and writes its log synchronously.
+        let warned = brick
+            .log_text()
+            .contains("keeps Cairn's xattrs outside the inode");
+        assert_eq!(
+            warned,
+            spills,
+            "{inode_size}-byte inodes: {}",
+            brick.log_text()
+        );
+        let left: Vec<_> = fs::read_dir(dir.join(".cairn"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with("xattr-probe"))
+            .collect();
+        assert!(left.is_empty(), "probe files left: {left:?}");
+        brick.stop();
+        drop(disk);
+    }
+}

@@ -125,6 +125,19 @@ impl Posix {
         let root = root
             .canonicalize()
             .map_err(|e| format!("{}: {e}", root.display()))?;
+        match layout::xattrs_fit_in_inode(&root) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                brick = %root.display(),
+                "the brick's filesystem keeps Cairn's xattrs outside the inode: every file takes \
+                 one more 4 KiB block and every cold lookup one more disk read; make brick \
+                 filesystems with 512-byte inodes (mkfs.xfs -i size=512, mkfs.ext4 -I 512), see \
+                 the operator's guide, \"Prepare the brick disks\""
+            ),
+            Err(e) => {
+                tracing::warn!(brick = %root.display(), "cannot check where the filesystem keeps xattrs: {e}")
+            }
+        }
         Ok(Posix {
             base: XlatorBase::new(name, TYPE.decl.type_name, Vec::new()),
             store: Arc::new(Store::new(root)),
