@@ -332,44 +332,6 @@ fn ls_l_of_a_10000_entry_directory() {
     );
 }
 
-/// Images written one after another get their gfids from one run (`Gfid::for_new_object`),
-/// so their handles share a few of the brick's 65,536 handle directories instead of taking
-/// one each: a new brick makes few of them, and removing the series reads few back.
-#[test]
-fn images_written_in_a_row_share_handle_directories() {
-    let v = Volume::start();
-    let dir = v.mnt.join("series");
-    fs::create_dir(&dir).unwrap();
-    for i in 0..100u64 {
-        fs::write(dir.join(format!("IM{i:03}.dcm")), pattern(1000, i)).unwrap();
-    }
-    // Inode → handle directory, over every handle on the brick.
-    let mut handle_dir = std::collections::HashMap::new();
-    for a in fs::read_dir(v.brick_dir.join(".cairn/handles")).unwrap() {
-        for b in fs::read_dir(a.unwrap().path()).unwrap() {
-            let b = b.unwrap().path();
-            for h in fs::read_dir(&b).unwrap() {
-                let ino = h.unwrap().metadata().unwrap().ino();
-                handle_dir.insert(ino, b.clone());
-            }
-        }
-    }
-    let mut used = std::collections::HashSet::new();
-    for i in 0..100u64 {
-        let image = v.brick_dir.join(format!("series/IM{i:03}.dcm"));
-        let ino = fs::metadata(&image).unwrap().ino();
-        let d = handle_dir
-            .get(&ino)
-            .unwrap_or_else(|| panic!("{} has no handle", image.display()));
-        used.insert(d.clone());
-    }
-    assert!(
-        used.len() <= 2,
-        "100 images in a row have their handles in {} directories",
-        used.len()
-    );
-}
-
 /// A source tree with the shapes tools care about: the workspace's own sources plus
 /// symlinks, hard links, empty directories, odd modes, and a binary file.
 fn source_tree(root: &Path) {

@@ -15,9 +15,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{FopError, FopResult};
 
-/// How many gfids in a row [`Gfid::for_new_object`] gives the same handle directory.
-pub const OBJECT_RUN: u64 = 256;
-
 /// A 128-bit file identity, the same on every brick that holds a copy of the file.
 ///
 /// The client chooses it when the file is created, so every replica records the same gfid;
@@ -34,30 +31,6 @@ impl Gfid {
     /// A fresh random (version 4) gfid.
     pub fn random() -> Gfid {
         Gfid(uuid::Uuid::new_v4().into_bytes())
-    }
-
-    /// The gfid for an object this process is about to create: random, except that its
-    /// first two bytes, which name the object's handle directory on every brick
-    /// (`.cairn/handles/ab/cd/`), stay the same for [`OBJECT_RUN`] gfids in a row and then
-    /// move on to the next directory.
-    ///
-    /// Objects created together (the images of a series) then share a few handle
-    /// directories instead of landing in a different one of the 65,536 each: a brick
-    /// makes far fewer of those directories while it is new, and removing a study reads a
-    /// few of them back from disk instead of one per image. Across the whole
-    /// archive the directories still fill evenly, since each process starts at a random
-    /// one and walks through all of them in turn. The other bytes stay random (106 random
-    /// bits in all), and the inode number ([`Gfid::ino`], the low 64 bits) is untouched.
-    pub fn for_new_object() -> Gfid {
-        static NEXT: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
-            let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-            AtomicU64::new(seed)
-        });
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = ((n / OBJECT_RUN) & 0xffff) as u16;
-        let mut g = Gfid::random();
-        g.0[..2].copy_from_slice(&dir.to_be_bytes());
-        g
     }
 
     /// Parses the hyphenated form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
@@ -925,36 +898,6 @@ mod tests {
         assert_eq!(Gfid::parse("not-a-gfid"), None);
         assert_eq!(Gfid::from_slice(&[1; 15]), None);
         assert_eq!(Gfid::from_slice(&[7; 16]), Some(Gfid([7; 16])));
-    }
-
-    /// Gfids made one after another share their handle directory (the first two bytes) in
-    /// runs, and walk forward through the directories; random ones would scatter over
-    /// 65,536 directories. Other tests may take gfids from the same counter meanwhile, which
-    /// can only move it forward.
-    #[test]
-    fn gfids_for_new_objects_share_handle_directories_in_runs() {
-        let made: Vec<Gfid> = (0..4 * OBJECT_RUN)
-            .map(|_| Gfid::for_new_object())
-            .collect();
-        let unique: std::collections::HashSet<Gfid> = made.iter().copied().collect();
-        assert_eq!(unique.len(), made.len(), "every gfid is new");
-        let dir = |g: &Gfid| u16::from_be_bytes([g.0[0], g.0[1]]);
-        let mut dirs: Vec<u16> = made.iter().map(dir).collect();
-        for pair in dirs.windows(2) {
-            let step = pair[1].wrapping_sub(pair[0]);
-            assert!(
-                step <= 2,
-                "the directory moves forward one at a time: {pair:?}"
-            );
-        }
-        dirs.dedup();
-        assert!(
-            (4..=8).contains(&dirs.len()),
-            "{} gfids in {} handle directories",
-            made.len(),
-            dirs.len()
-        );
-        assert!(made.iter().all(|g| !g.is_null() && !g.is_root()));
     }
 
     #[test]

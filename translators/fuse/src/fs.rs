@@ -529,7 +529,7 @@ impl Filesystem for CairnFs {
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
         self.spawn(move |s, graph| async move {
-            let g = Gfid::for_new_object();
+            let g = Gfid::random();
             let loc = Loc::entry(pgfid, name).with_gfid(g);
             let r = graph
                 .top()
@@ -552,7 +552,7 @@ impl Filesystem for CairnFs {
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
         self.spawn(move |s, graph| async move {
-            let g = Gfid::for_new_object();
+            let g = Gfid::random();
             let loc = Loc::entry(pgfid, name).with_gfid(g);
             let r = graph.top().mkdir(&cx, loc, mode, umask, Xdata::new()).await;
             s.reply_entry(reply, "mkdir", r.map(|e| e.iatt), parent, Some(g));
@@ -604,7 +604,7 @@ impl Filesystem for CairnFs {
         let target = or_reply!(reply, utf8(target.as_os_str())).to_string();
         let cx = cx(req, None);
         self.spawn(move |s, graph| async move {
-            let g = Gfid::for_new_object();
+            let g = Gfid::random();
             let loc = Loc::entry(pgfid, name).with_gfid(g);
             let r = graph.top().symlink(&cx, target, loc, 0, Xdata::new()).await;
             s.reply_entry(reply, "symlink", r.map(|e| e.iatt), parent, Some(g));
@@ -1049,7 +1049,7 @@ impl Filesystem for CairnFs {
         let name = or_reply!(reply, entry_name(name));
         let cx = cx(req, None);
         self.spawn(move |s, graph| async move {
-            let g = Gfid::for_new_object();
+            let g = Gfid::random();
             let fd = Fd::new(g, flags);
             let loc = Loc::entry(pgfid, name).with_gfid(g);
             let r = graph

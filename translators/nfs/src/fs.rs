@@ -131,7 +131,7 @@ impl CairnNfs {
         perm: u32,
         truncate: bool,
     ) -> NfsResult<Iatt> {
-        let g = Gfid::for_new_object();
+        let g = Gfid::random();
         let mut flags = libc::O_CREAT | libc::O_RDWR;
         if truncate {
             flags |= libc::O_TRUNC;
@@ -427,7 +427,7 @@ impl NfsFileSystem for CairnNfs {
             Err(e) if e.errno == libc::ENOENT => {}
             Err(e) => return Err(nfs_status("lookup", &e)),
         }
-        let g = Gfid::for_new_object();
+        let g = Gfid::random();
         let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
         let fd = Fd::new(g, flags);
         let entry = self
@@ -464,7 +464,7 @@ impl NfsFileSystem for CairnNfs {
         dirname: &filename3<'_>,
     ) -> NfsResult<(GfidHandle, fattr3)> {
         let name = entry_name(dirname)?;
-        let g = Gfid::for_new_object();
+        let g = Gfid::random();
         let entry = self
             .top
             .mkdir(
@@ -533,7 +533,7 @@ impl NfsFileSystem for CairnNfs {
         let target = std::str::from_utf8(symlink.as_ref())
             .map_err(|_| nfsstat3::NFS3ERR_INVAL)?
             .to_string();
-        let g = Gfid::for_new_object();
+        let g = Gfid::random();
         let entry = self
             .top
             .symlink(

@@ -1393,7 +1393,7 @@ impl Translator for Afr {
         let loc = if loc.gfid.is_some() {
             loc.clone()
         } else {
-            loc.clone().with_gfid(Gfid::for_new_object())
+            loc.clone().with_gfid(Gfid::random())
         };
         let x = with_dirty(xdata, ENTRY);
         let out = self
@@ -1426,7 +1426,7 @@ impl Translator for Afr {
         let loc = if loc.gfid.is_some() {
             loc.clone()
         } else {
-            loc.clone().with_gfid(Gfid::for_new_object())
+            loc.clone().with_gfid(Gfid::random())
         };
         let x = with_dirty(xdata, ENTRY);
         let out = self
@@ -1495,7 +1495,7 @@ impl Translator for Afr {
         let loc = if loc.gfid.is_some() {
             loc.clone()
         } else {
-            loc.clone().with_gfid(Gfid::for_new_object())
+            loc.clone().with_gfid(Gfid::random())
         };
         let x = with_dirty(xdata, ENTRY);
         let out = self
@@ -1565,7 +1565,7 @@ impl Translator for Afr {
         let loc = if loc.gfid.is_some() {
             loc.clone()
         } else {
-            loc.clone().with_gfid(Gfid::for_new_object())
+            loc.clone().with_gfid(Gfid::random())
         };
         let brick_flags = flags & !(libc::O_APPEND | libc::O_TRUNC);
         let x = with_dirty(xdata, ENTRY);
