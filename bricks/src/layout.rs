@@ -301,9 +301,8 @@ fn prepare_meta(root: &Path) -> Result<(), String> {
 /// gets both, and any block it then takes is one the filesystem had to allocate for them.
 ///
 /// Where they do not fit (ext4's default 256-byte inodes), every file on the brick carries
-/// one more 4 KiB block, and a cold lookup reads it from disk besides the inode: a tenth more
-/// space for a 57 KB MR image, and a few per cent of the ingest rate (docs/performance.md).
-/// Filesystems made with 512-byte inodes hold them.
+/// one more 4 KiB block (a tenth more space for a 57 KB MR image), which a cold lookup reads
+/// from disk besides the inode. Filesystems made with 512-byte inodes hold them.
 pub fn xattrs_fit_in_inode(root: &Path) -> Result<bool, String> {
     let probe = root
         .join(META_DIR)
