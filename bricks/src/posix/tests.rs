@@ -33,8 +33,8 @@ fn cx() -> Cx {
     }
 }
 
-async fn mkfile(p: &Posix, parent: Gfid, name: &str, data: &[u8]) -> Gfid {
-    let g = Gfid::random();
+/// Creates `parent/name` asking for gfid `g` (without O_EXCL) and leaves it open.
+async fn create_open(p: &Posix, parent: Gfid, name: &str, g: Gfid) -> (FopResult<Entry>, Fd) {
     let fd = Fd::new(g, libc::O_RDWR);
     let e = p
         .create(
@@ -46,9 +46,14 @@ async fn mkfile(p: &Posix, parent: Gfid, name: &str, data: &[u8]) -> Gfid {
             fd.clone(),
             Xdata::new(),
         )
-        .await
-        .unwrap();
-    assert_eq!(e.iatt.gfid, g);
+        .await;
+    (e, fd)
+}
+
+async fn mkfile(p: &Posix, parent: Gfid, name: &str, data: &[u8]) -> Gfid {
+    let g = Gfid::random();
+    let (e, fd) = create_open(p, parent, name, g).await;
+    assert_eq!(e.unwrap().iatt.gfid, g);
     p.write(
         &cx(),
         fd.clone(),
@@ -64,18 +69,7 @@ async fn mkfile(p: &Posix, parent: Gfid, name: &str, data: &[u8]) -> Gfid {
 
 /// Creates `parent/name` asking for gfid `g` (without O_EXCL), then closes it.
 async fn create_closed(p: &Posix, parent: Gfid, name: &str, g: Gfid) -> FopResult<Entry> {
-    let fd = Fd::new(g, libc::O_RDWR);
-    let e = p
-        .create(
-            &cx(),
-            Loc::entry(parent, name).with_gfid(g),
-            libc::O_RDWR,
-            0o644,
-            0o022,
-            fd.clone(),
-            Xdata::new(),
-        )
-        .await;
+    let (e, fd) = create_open(p, parent, name, g).await;
     let _ = p.release(&cx(), fd).await;
     e
 }
